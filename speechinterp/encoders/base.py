@@ -1,0 +1,162 @@
+"""The encoder contract shared by every family (see DESIGN.md, "Encoders: one contract").
+
+A family subclasses :class:`Encoder` and implements three pure pieces:
+
+* ``apply(params, waveforms, lengths, masks) -> (outputs, out_lengths)``: a pure, jittable
+  function; ``waveforms`` is float32 [B, S] at ``sample_rate``, ``lengths`` int32 [B] valid
+  samples; ``outputs`` is a list with one [B, T_k, D_k] array per probed layer (utterance-level
+  layers use T_k = 1), ``out_lengths`` a list of int32 [B] valid frames per layer.
+* ``init_params(rng) -> params``: fresh random weights for the architecture.
+* ``layer_names``: names of the probed layers, in order.
+
+``masks`` maps a layer name to a per-neuron multiplier [D] (1 keeps, 0 ablates), or to a pair
+``(keep, value)`` that replaces ablated neurons by ``value``; it is applied *inside* the forward
+pass (:func:`apply_layer_mask`), so later layers see the ablation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Masks = Mapping[str, Any]
+
+
+def apply_layer_mask(h: jax.Array, masks: Masks | None, name: str) -> jax.Array:
+    """Apply ``masks[name]`` (if any) to the last axis of ``h``."""
+    if not masks or name not in masks:
+        return h
+    m = masks[name]
+    if isinstance(m, (tuple, list)):
+        keep, value = m
+        keep = jnp.asarray(keep, h.dtype)
+        return h * keep + (1 - keep) * jnp.asarray(value, h.dtype)
+    return h * jnp.asarray(m, h.dtype)
+
+
+def frame_mask(lengths: jax.Array, num_frames: int) -> jax.Array:
+    """Boolean [B, T]: True on valid frames."""
+    return jnp.arange(num_frames)[None, :] < lengths[:, None]
+
+
+def mean_pool(h: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Mean of [B, T, D] over the valid frames of each utterance (METHOD.md, utterance vector)."""
+    m = frame_mask(lengths, h.shape[1]).astype(h.dtype)[..., None]
+    return (h * m).sum(1) / jnp.maximum(m.sum(1), 1)
+
+
+def bucket_length(n: int, minimum: int = 16000, growth: float = 1.25) -> int:
+    """Round a length up to a geometric bucket, so jit compiles a bounded number of shapes."""
+    if n <= minimum:
+        return minimum
+    k = math.ceil(math.log(n / minimum) / math.log(growth) - 1e-9)
+    return int(math.ceil(minimum * growth**k / 160) * 160)
+
+
+@dataclasses.dataclass
+class Encoder:
+    """A loaded encoder: family + config + params, with a jitted, length-bucketed forward pass."""
+
+    config: Any
+    params: Any = None
+    family: str = ""
+    sample_rate: int = 16000
+    normalize_waveform: bool = False
+    source_sha256: str | None = None
+
+    config_cls: ClassVar[Any] = None  # the family's config dataclass
+
+    # ---- to be provided by each family -------------------------------------------------
+    @classmethod
+    def config_from_dict(cls, d: dict):
+        """Rebuild the family's config dataclass from ``config.json``."""
+        return cls.config_cls(**d)
+
+    @property
+    def layer_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def apply(self, params, waveforms, lengths, masks=None):
+        raise NotImplementedError
+
+    def init_params(self, rng: jax.Array):
+        raise NotImplementedError
+
+    # ---- shared behaviour -------------------------------------------------------------
+    def init_random(self, seed: int = 0) -> "Encoder":
+        """Same architecture, fresh random weights (the random-weights baseline)."""
+        return dataclasses.replace(self, params=self.init_params(jax.random.PRNGKey(seed)),
+                                   source_sha256=None)
+
+    def min_samples(self) -> int:
+        """Shortest input (samples) that yields at least one frame at every layer."""
+        return 400
+
+    def _jitted(self):
+        fn = self.__dict__.get("_jit_apply")
+        if fn is None:
+            fn = jax.jit(self.apply)
+            self.__dict__["_jit_apply"] = fn
+        return fn
+
+    def prepare(self, waveforms: Sequence[np.ndarray] | np.ndarray, lengths=None,
+                bucket: bool = True):
+        """Pad a list of 1-D waveforms (or a [B, S] batch + lengths) to a bucketed [B, S'] batch."""
+        if isinstance(waveforms, np.ndarray) and waveforms.ndim == 2 or (
+                isinstance(waveforms, jax.Array) and waveforms.ndim == 2):
+            batch = np.asarray(waveforms, np.float32)
+            lens = (np.full(batch.shape[0], batch.shape[1], np.int32) if lengths is None
+                    else np.asarray(lengths, np.int32))
+            rows = [batch[i, :lens[i]] for i in range(batch.shape[0])]
+        else:
+            rows = [np.asarray(w, np.float32).reshape(-1) for w in waveforms]
+            lens = np.array([len(r) for r in rows], np.int32)
+        if self.normalize_waveform:
+            rows = [(r - r.mean()) / np.sqrt(r.var() + 1e-7) for r in rows]
+        longest = max(int(lens.max()), self.min_samples())
+        width = bucket_length(longest) if bucket else longest
+        out = np.zeros((len(rows), width), np.float32)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = r
+        return out, lens
+
+    def layer_outputs(self, waveforms, lengths=None, masks=None, params=None, bucket=True):
+        """Every probed layer's frame-level output and valid lengths (jitted, bucketed)."""
+        batch, lens = self.prepare(waveforms, lengths, bucket=bucket)
+        outs, out_lens = self._jitted()(self.params if params is None else params,
+                                        jnp.asarray(batch), jnp.asarray(lens), masks)
+        return outs, out_lens
+
+    def hidden_states(self, waveforms, lengths=None, masks=None):
+        """List of [B, T_k, D_k] arrays, cropped to the longest valid length of each layer."""
+        outs, out_lens = self.layer_outputs(waveforms, lengths, masks)
+        cropped = []
+        for h, l in zip(outs, out_lens):
+            t = int(np.max(np.asarray(l)))
+            cropped.append(h[:, :t])
+        return cropped
+
+    def pooled(self, waveforms, lengths=None, masks=None):
+        """Utterance vectors: list of [B, D_k] means over valid frames, one per layer."""
+        outs, out_lens = self.layer_outputs(waveforms, lengths, masks)
+        return [mean_pool(h, l) for h, l in zip(outs, out_lens)]
+
+
+_REGISTRY: dict[str, Callable[..., Encoder]] = {}
+
+
+def register(family: str):
+    """Class decorator: make ``family`` loadable by :func:`speechinterp.encoders.load`."""
+    def deco(cls):
+        _REGISTRY[family] = cls
+        cls.family_name = family
+        return cls
+    return deco
+
+
+def registry() -> dict[str, Callable[..., Encoder]]:
+    return dict(_REGISTRY)
