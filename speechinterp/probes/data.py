@@ -1,0 +1,172 @@
+"""From a representation store to probe inputs: labels, splits, standardisation, stacking."""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+from speechinterp.store import Store
+
+TRAIN, DEV, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "dev", "test")
+SPEAKER_TASKS = ("speaker", "speaker_id", "spk")
+
+
+class TaskError(ValueError):
+    """A task cannot be probed on this store (too few classes, an empty split, ...)."""
+
+
+@dataclasses.dataclass
+class TaskData:
+    """Labels and splits of one task, restricted to the rows that have a label.
+
+    ``rows`` index the store; ``y``, ``split`` and ``groups`` are aligned with ``rows``.
+    """
+
+    task: str
+    classes: list[str]
+    rows: np.ndarray
+    y: np.ndarray
+    split: np.ndarray
+    groups: np.ndarray | None
+    num_missing: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split_sizes(self) -> dict[str, int]:
+        return {n: int(np.sum(self.split == i)) for i, n in enumerate(SPLIT_NAMES)}
+
+    def weights(self, which: int) -> np.ndarray:
+        return (self.split == which).astype(np.float32)
+
+
+def speaker_disjoint_split(labels: np.ndarray, groups: np.ndarray, seed: int,
+                           fractions=(0.7, 0.15, 0.15)) -> np.ndarray:
+    """Assign whole groups (speakers) to train/dev/test, stratified by each group's main label."""
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    main = {}
+    for g in uniq:
+        main[g] = Counter(labels[groups == g].tolist()).most_common(1)[0][0]
+    by_label: dict = {}
+    for g in uniq:
+        by_label.setdefault(main[g], []).append(g)
+    assign = {}
+    for lab in sorted(by_label):
+        gs = list(by_label[lab])
+        rng.shuffle(gs)
+        n = len(gs)
+        n_dev = max(1, int(round(n * fractions[1]))) if n >= 3 else 0
+        n_test = max(1, int(round(n * fractions[2]))) if n >= 3 else (1 if n == 2 else 0)
+        for i, g in enumerate(gs):
+            assign[g] = TEST if i < n_test else DEV if i < n_test + n_dev else TRAIN
+    return np.array([assign[g] for g in groups], np.int32)
+
+
+def stratified_split(labels: np.ndarray, seed: int, fractions=(0.7, 0.15, 0.15)) -> np.ndarray:
+    """Per-row split, stratified by label, fixed seed."""
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(labels), np.int32)
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        rng.shuffle(idx)
+        n = len(idx)
+        n_dev = int(round(n * fractions[1]))
+        n_test = int(round(n * fractions[2]))
+        if n >= 3:
+            n_dev, n_test = max(n_dev, 1), max(n_test, 1)
+        split[idx[:n_test]] = TEST
+        split[idx[n_test:n_test + n_dev]] = DEV
+    return split
+
+
+def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
+    """Labels (empty cells skipped), classes, and the split for ``task``.
+
+    The store's ``split`` column is used when it has one; otherwise a stratified split with a
+    fixed seed, speaker-disjoint when a ``speaker`` column exists and the task is not speaker
+    identity.
+    """
+    labels_all = np.array(store.column(task), dtype=object)
+    has = np.array([str(v).strip() != "" for v in labels_all])
+    rows = np.flatnonzero(has)
+    labels = np.array([str(v).strip() for v in labels_all[rows]])
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise TaskError(f"task {task!r} has {len(classes)} class(es) {classes} in "
+                        f"{store.path}; a probe needs at least two")
+    y = np.searchsorted(np.array(classes), labels).astype(np.int32)
+    groups = (np.array(store.column("speaker"), dtype=object)[rows].astype(str)
+              if store.has_column("speaker") else None)
+    split_col = (np.array(store.column("split"), dtype=object)[rows].astype(str)
+                 if store.has_column("split") else None)
+    if split_col is not None and all(s in SPLIT_NAMES for s in split_col):
+        split = np.array([SPLIT_NAMES.index(s) for s in split_col], np.int32)
+    elif groups is not None and task not in SPEAKER_TASKS:
+        split = speaker_disjoint_split(y, groups, seed)
+    else:
+        split = stratified_split(y, seed)
+    for i, name in enumerate(SPLIT_NAMES):
+        present = set(y[split == i].tolist())
+        absent = [classes[c] for c in range(len(classes)) if c not in present]
+        if absent:
+            raise TaskError(f"task {task!r}: the {name} split has no examples of class(es) "
+                            f"{absent[:10]}{' ...' if len(absent) > 10 else ''} "
+                            f"({int(np.sum(split == i))} rows in {name})")
+    return TaskData(task, classes, rows, y, split, groups, int(np.sum(~has)))
+
+
+def control_labels(data: TaskData, seed: int = 0) -> np.ndarray:
+    """Hewitt & Liang (2019) control task: a fixed random label per type (speaker, or utterance
+    when there is no speaker column), drawn from the task's training label distribution."""
+    rng = np.random.default_rng(seed + 7919)
+    prior = np.bincount(data.y[data.split == TRAIN], minlength=data.num_classes).astype(float)
+    prior /= prior.sum()
+    if data.groups is None:
+        return rng.choice(data.num_classes, size=len(data.y), p=prior).astype(np.int32)
+    types = np.unique(data.groups)
+    table = dict(zip(types, rng.choice(data.num_classes, size=len(types), p=prior)))
+    return np.array([table[g] for g in data.groups], np.int32)
+
+
+def majority_accuracy(data: TaskData) -> float:
+    """Test accuracy of always predicting the most frequent training class."""
+    major = np.bincount(data.y[data.split == TRAIN], minlength=data.num_classes).argmax()
+    return float(np.mean(data.y[data.split == TEST] == major))
+
+
+def standardize(X: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """(X - mean) / std with statistics fitted on the train rows only."""
+    Xt = X[train]
+    mu = Xt.mean(0)
+    sd = Xt.std(0)
+    return ((X - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
+
+
+def load_layers(store: Store, data: TaskData) -> list[np.ndarray]:
+    """Standardised float32 [N_task, D_k] of every layer (read through the memory maps)."""
+    train = data.split == TRAIN
+    out = []
+    for k in range(store.num_layers):
+        X = np.asarray(store.layer(k)[data.rows], np.float32)
+        out.append(standardize(X, train))
+    return out
+
+
+def stack_padded(layers: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad layers to the widest: X [L, N, D_max] and feature mask [L, D_max]."""
+    dmax = max(a.shape[1] for a in layers)
+    X = np.zeros((len(layers), layers[0].shape[0], dmax), np.float32)
+    mask = np.zeros((len(layers), dmax), np.float32)
+    for k, a in enumerate(layers):
+        X[k, :, :a.shape[1]] = a
+        mask[k, :a.shape[1]] = 1
+    return X, mask
+
+
+def neuron_index(dims: list[int]) -> np.ndarray:
+    """[sum D_k, 2] (layer, neuron) of each column of the concatenated representation."""
+    return np.array([(k, j) for k, d in enumerate(dims) for j in range(d)], np.int64)

@@ -1,0 +1,275 @@
+"""The probing protocol of METHOD.md (Linguistic Correlation Analysis, NeuroX), vectorised.
+
+Every family of probes is one jitted, vmapped call of :func:`~.elastic_net.fit_probe`:
+
+* layer-wise: labels (task + control) x layers (zero-padded to the widest) x lambda grid x seeds;
+* oracle: all layers concatenated x lambda grid;
+* per-neuron (univariate) probes: every neuron of every layer;
+* ablation (retrain): top / random / bottom x k% masks; zero-out masks the trained oracle;
+* minimal subset: prefix masks of the ranking for every candidate size (grouped into a few
+  width buckets so that the cost follows the subset size; ``subset_buckets=1`` is one call).
+
+:func:`run_probing` returns ``(results, details)``: ``results`` has exactly the keys of DESIGN.md's
+``results.json``; ``details`` holds the rest (chosen lambdas, seed spread, per-neuron accuracies,
+timings).
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from speechinterp.probes import data as D
+from speechinterp.probes import ranking as R
+from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig, fit_probe
+from speechinterp.store import Store
+
+ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
+SELECTIONS = ("top", "random", "bottom")
+
+
+# ----------------------------------------------------------------------------- vmapped fits
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
+def fit_grid(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
+    """Probes for X [N, D], y [T, N] (task + controls), mask [M, D] (subsets), lambdas [G],
+    keys [S] -> params with leading axes [T, M, G, S]."""
+    fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
+    f = jax.vmap(fit, in_axes=(None, None, None, None, None, None, 0))      # seeds
+    f = jax.vmap(f, in_axes=(None, None, None, None, 0, 0, None))           # lambdas
+    f = jax.vmap(f, in_axes=(None, None, None, 0, None, None, None))        # masks
+    f = jax.vmap(f, in_axes=(None, 0, None, None, None, None, None))        # labels
+    return f(X, y, w, mask, l1, l2, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
+def fit_layers(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
+    """Probes for stacked layers X [L, N, D] with masks [L, D], labels y [T, N], lambdas [G],
+    keys [S] -> params with leading axes [T, L, G, S]."""
+    fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
+    f = jax.vmap(fit, in_axes=(None, None, None, None, None, None, 0))      # seeds
+    f = jax.vmap(f, in_axes=(None, None, None, None, 0, 0, None))           # lambdas
+    f = jax.vmap(f, in_axes=(0, None, None, 0, None, None, None))           # layers
+    f = jax.vmap(f, in_axes=(None, 0, None, None, None, None, None))        # labels
+    return f(X, y, w, mask, l1, l2, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
+def fit_neurons(X, y, w, l1, l2, key, *, num_classes, num_train, cfg):
+    """One univariate probe per column of X [N, D] -> params with leading axis [D]."""
+    fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
+    one = jnp.ones((1,), X.dtype)
+    return jax.vmap(lambda x: fit(x[:, None], y, w, one, l1, l2, key))(X.T)
+
+
+@jax.jit
+def predict_shared(W, b, X, mask):
+    """Classes [M, N] of probes W [M, D, C], b [M, C], masks [M, D] on one X [N, D]."""
+    M, Dn, C = W.shape
+    Wf = jnp.transpose(W * mask[:, :, None], (1, 0, 2)).reshape(Dn, M * C)
+    logits = (X @ Wf).reshape(X.shape[0], M, C) + b[None]
+    return jnp.argmax(logits, -1).T
+
+
+@jax.jit
+def predict_layers(W, b, X, mask):
+    """Classes [T, L, G, S, N] of layer probes W [T, L, G, S, D, C] on X [L, N, D]."""
+    T, L, G, S, Dn, C = W.shape
+    Wm = W * mask[None, :, None, None, :, None]
+    Wf = jnp.transpose(Wm, (1, 4, 0, 2, 3, 5)).reshape(L, Dn, T * G * S * C)
+    logits = jnp.einsum("lnd,ldk->lnk", X, Wf).reshape(L, X.shape[1], T, G, S, C)
+    logits = logits + jnp.transpose(b, (1, 0, 2, 3, 4))[:, None]
+    return jnp.transpose(jnp.argmax(logits, -1), (2, 0, 3, 4, 1))
+
+
+@jax.jit
+def predict_neurons(W, b, X):
+    """Classes [D, N] of univariate probes W [D, 1, C], b [D, C] on the columns of X [N, D]."""
+    def one(args):
+        x, w_, b_ = args
+        return jnp.argmax(x[:, None] * w_[0][None] + b_[None], -1)
+    return jax.lax.map(one, (X.T, W, b), batch_size=64)
+
+
+def _acc(pred: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """Accuracy over the rows ``sel`` along the last axis of ``pred``."""
+    return np.mean(pred[..., sel] == y[sel], axis=-1)
+
+
+def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return float(accuracy_score(y, pred)), float(f1_score(y, pred, average="macro"))
+
+
+# ----------------------------------------------------------------------------- protocol
+def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
+                seeds: int = 1, delta: float = 0.01, search_stride: int = 100,
+                ablation_pcts=ABLATION_PCTS, subset_buckets: int = 4,
+                per_neuron: bool = True, progress: Callable[[str], None] | None = None):
+    """Run the whole protocol of METHOD.md for one task on one store."""
+    say = progress or (lambda s: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    td = D.prepare_task(store, task, seed)
+    layers = D.load_layers(store, td)
+    dims = [a.shape[1] for a in layers]
+    names = store.layer_names
+    y, split = td.y, td.split
+    tr, dv, te = split == D.TRAIN, split == D.DEV, split == D.TEST
+    w = jnp.asarray(tr.astype(np.float32))
+    ntr, C = int(tr.sum()), td.num_classes
+    l1 = jnp.asarray([a for a, _ in cfg.lambdas], jnp.float32)
+    l2 = jnp.asarray([b for _, b in cfg.lambdas], jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    statics = dict(num_classes=C, num_train=ntr, cfg=cfg)
+    ctrl = D.control_labels(td, seed)
+    timings["load"] = time.perf_counter() - t0
+
+    # --- layer-wise, task + control, lambdas, seeds: one call
+    say("layer-wise probes")
+    t = time.perf_counter()
+    Xs, masks = D.stack_padded(layers)
+    Y = jnp.asarray(np.stack([y, ctrl]))
+    P = fit_layers(jnp.asarray(Xs), Y, w, jnp.asarray(masks), l1, l2, keys, **statics)
+    # predictions [T, L, G, S, N]
+    pred = np.asarray(predict_layers(P["W"], P["b"], jnp.asarray(Xs), jnp.asarray(masks)))
+    labels = np.stack([y, ctrl])
+    dev_acc = np.stack([_acc(pred[t_], labels[t_], dv) for t_ in range(2)])   # [T, L, G, S]
+    best_g = dev_acc.mean(-1).argmax(-1)                                        # [T, L]
+    layer_rows, layer_lambdas, layer_std = [], [], []
+    for k, name in enumerate(names):
+        accs = {}
+        for t_ in range(2):
+            g = best_g[t_, k]
+            per_seed = [_metrics(pred[t_, k, g, s][te], labels[t_][te]) for s in range(seeds)]
+            accs[t_] = np.array(per_seed)
+        acc, f1 = accs[0].mean(0)
+        cacc = accs[1][:, 0].mean()
+        layer_rows.append({"name": name, "dim": dims[k], "accuracy": float(acc),
+                           "f1_macro": float(f1), "control_accuracy": float(cacc),
+                           "selectivity": float(acc - cacc)})
+        layer_lambdas.append(list(cfg.lambdas[best_g[0, k]]))
+        layer_std.append({"accuracy_std": float(accs[0][:, 0].std()),
+                          "control_accuracy_std": float(accs[1][:, 0].std())})
+    del P, pred, Xs
+    timings["layerwise"] = time.perf_counter() - t
+
+    # --- oracle: all layers concatenated, lambda grid in one call
+    say("oracle probe")
+    t = time.perf_counter()
+    Xall = jnp.asarray(np.concatenate(layers, axis=1))
+    ntot = Xall.shape[1]
+    full = jnp.ones((1, ntot), jnp.float32)
+    Po = fit_grid(Xall, jnp.asarray(y)[None], w, full, l1, l2, keys[:1], **statics)
+    Po = jax.tree.map(lambda a: a[0, 0, :, 0], Po)                             # [G, ...]
+    pred_o = np.asarray(predict_shared(Po["W"], Po["b"], Xall, jnp.broadcast_to(full, (len(cfg.lambdas), ntot))))          # [G, N]
+    g_o = int(_acc(pred_o, y, dv).argmax())
+    oracle_W, oracle_b = np.asarray(Po["W"][g_o]), np.asarray(Po["b"][g_o])
+    oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te], y[te])
+    oracle_dev = float(_acc(pred_o[g_o], y, dv))
+    lam = cfg.lambdas[g_o]
+    l1o, l2o = jnp.asarray([lam[0]], jnp.float32), jnp.asarray([lam[1]], jnp.float32)
+    timings["oracle"] = time.perf_counter() - t
+
+    # --- ranking: NeuroX weight mass over the oracle; per-neuron probe accuracy as a second
+    say("ranking")
+    t = time.perf_counter()
+    ordering, cutoffs = R.weight_mass_ordering(oracle_W, search_stride)
+    index = D.neuron_index(dims)
+    neuron_dev_acc = None
+    if per_neuron:
+        Pn = fit_neurons(Xall, jnp.asarray(y), w, l1o[0], l2o[0], keys[0], **statics)
+        pn = np.asarray(predict_neurons(Pn["W"], Pn["b"], Xall))              # [D, N]
+        neuron_dev_acc = _acc(pn, y, dv)
+        del Pn, pn
+    timings["ranking"] = time.perf_counter() - t
+
+    # --- ablation: top / random / bottom k%, retrain (one call) and zero-out (one call)
+    say("ablation")
+    t = time.perf_counter()
+    sel_masks, sel_keys = [], []
+    for pct in ablation_pcts:
+        for how in SELECTIONS:
+            m = np.zeros(ntot, np.float32)
+            m[R.select(ordering, pct / 100.0, how, seed=seed + pct)] = 1
+            sel_masks.append(m)
+            sel_keys.append((how, pct))
+    sel_masks = jnp.asarray(np.stack(sel_masks))
+    Pa = fit_grid(Xall, jnp.asarray(y)[None], w, sel_masks, l1o, l2o, keys[:1], **statics)
+    Pa = jax.tree.map(lambda a: a[0, :, 0, 0], Pa)                             # [M, ...]
+    pred_r = np.asarray(predict_shared(Pa["W"], Pa["b"], Xall, sel_masks))
+    M = sel_masks.shape[0]
+    pred_z = np.asarray(predict_shared(jnp.broadcast_to(oracle_W, (M,) + oracle_W.shape),
+                                       jnp.broadcast_to(oracle_b, (M,) + oracle_b.shape),
+                                       Xall, sel_masks))
+    ablation = {mode: {how: {} for how in SELECTIONS} for mode in ("retrain", "zero_out")}
+    for i, (how, pct) in enumerate(sel_keys):
+        ablation["retrain"][how][str(pct)] = float(_acc(pred_r[i], y, te))
+        ablation["zero_out"][how][str(pct)] = float(_acc(pred_z[i], y, te))
+    del Pa, pred_r, pred_z
+    timings["ablation"] = time.perf_counter() - t
+
+    # --- minimal subset: every candidate size, prefix masks of the ordering
+    say("minimal subset")
+    t = time.perf_counter()
+    sizes = R.minimal_subset_sizes(ntot)
+    Xord = Xall[:, jnp.asarray(ordering)]
+    dev_c, test_c = np.zeros(len(sizes)), np.zeros(len(sizes))
+    bounds = np.unique(np.quantile(np.arange(len(sizes)),
+                                   np.linspace(0, 1, subset_buckets + 1)).astype(int))
+    groups = [np.arange(a, b + (1 if i == len(bounds) - 2 else 0))
+              for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    for grp in groups:
+        width = int(sizes[grp].max())
+        Xw = Xord[:, :width]
+        pm = jnp.asarray((np.arange(width)[None] < sizes[grp][:, None]).astype(np.float32))
+        Ps = fit_grid(Xw, jnp.asarray(y)[None], w, pm, l1o, l2o, keys[:1], **statics)
+        Ps = jax.tree.map(lambda a: a[0, :, 0, 0], Ps)
+        ps = np.asarray(predict_shared(Ps["W"], Ps["b"], Xw, pm))
+        dev_c[grp], test_c[grp] = _acc(ps, y, dv), _acc(ps, y, te)
+    target = oracle_dev * (1 - delta)
+    hit = np.flatnonzero(dev_c >= target)
+    pick = int(hit[0]) if len(hit) else len(sizes) - 1
+    n_min = int(sizes[pick])
+    chosen = index[ordering[:n_min]]
+    per_layer = {name: int(np.sum(chosen[:, 0] == k)) for k, name in enumerate(names)}
+    timings["minimal_subset"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    results = {
+        "task": task,
+        "classes": td.classes,
+        "majority_accuracy": D.majority_accuracy(td),
+        "split_sizes": td.split_sizes(),
+        "layers": layer_rows,
+        "oracle": {"accuracy": oracle_acc, "f1_macro": oracle_f1},
+        "ranking": index[ordering].tolist(),
+        "minimal_subset": {"delta": float(delta), "size": n_min, "fraction": n_min / ntot,
+                           "accuracy": float(test_c[pick]), "neurons": chosen.tolist(),
+                           "per_layer": per_layer},
+        "ablation": ablation,
+    }
+    details = {
+        "config": {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                   "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
+                   "squared_l2": cfg.squared_l2, "lambdas": [list(l) for l in cfg.lambdas],
+                   "seeds": seeds, "seed": seed, "search_stride": search_stride},
+        "num_missing_labels": td.num_missing,
+        "layer_lambdas": layer_lambdas,
+        "layer_seed_spread": layer_std,
+        "oracle_lambda": list(lam),
+        "oracle_dev_accuracy": oracle_dev,
+        "minimal_subset_found": bool(len(hit)),
+        "subset_candidates": {"sizes": sizes.tolist(), "dev_accuracy": dev_c.tolist(),
+                              "test_accuracy": test_c.tolist()},
+        "ranking_cutoffs": cutoffs,
+        "timings_s": timings,
+    }
+    if neuron_dev_acc is not None:
+        acc_order = R.accuracy_ordering(neuron_dev_acc)
+        details["ranking_by_neuron_accuracy"] = index[acc_order].tolist()
+        details["neuron_dev_accuracy"] = neuron_dev_acc.tolist()
+    return results, details
