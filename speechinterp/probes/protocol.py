@@ -273,3 +273,94 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         details["ranking_by_neuron_accuracy"] = index[acc_order].tolist()
         details["neuron_dev_accuracy"] = neuron_dev_acc.tolist()
     return results, details
+
+
+# ----------------------------------------------------------------------------- streaming
+def _stream_stats(store: Store, rows: np.ndarray, chunk: int = 4096):
+    """Per-layer mean and std over ``rows``, read chunk by chunk from the memory maps."""
+    stats = []
+    for k in range(store.num_layers):
+        arr = store.layer(k)
+        s = np.zeros(arr.shape[1]); ss = np.zeros(arr.shape[1])
+        for i in range(0, len(rows), chunk):
+            x = np.asarray(arr[np.sort(rows[i:i + chunk])], np.float64)
+            s += x.sum(0); ss += (x * x).sum(0)
+        mu = s / len(rows)
+        sd = np.sqrt(np.maximum(ss / len(rows) - mu * mu, 0))
+        stats.append((mu.astype(np.float32), np.where(sd > 1e-8, sd, 1).astype(np.float32)))
+    return stats
+
+
+def _stream_rows(store: Store, rows: np.ndarray, stats, dmax: int) -> np.ndarray:
+    """Standardised, zero-padded [L, len(rows), dmax] for some store rows."""
+    order = np.argsort(rows)
+    inv = np.empty_like(order); inv[order] = np.arange(len(order))
+    out = np.zeros((store.num_layers, len(rows), dmax), np.float32)
+    for k, (mu, sd) in enumerate(stats):
+        x = np.asarray(store.layer(k)[rows[order]], np.float32)[inv]
+        out[k, :, :x.shape[1]] = (x - mu) / sd
+    return out
+
+
+def layerwise_streaming(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
+                        eval_chunk: int = 2048):
+    """Layer-wise task and control probes for stores larger than memory.
+
+    Mini-batches are read from the memory-mapped layers (standardised with streamed train
+    statistics); one jitted step updates the probes of every layer at once
+    (:func:`~.elastic_net.fit_probe_streaming`). Returns the ``layers`` rows of results.json.
+    """
+    from speechinterp.probes.elastic_net import fit_probe_streaming, iterate_minibatches
+
+    td = D.prepare_task(store, task, seed)
+    dims, names = store.dims, store.layer_names
+    dmax = max(dims)
+    masks = np.zeros((len(dims), dmax), np.float32)
+    for k, d in enumerate(dims):
+        masks[k, :d] = 1
+    tr_idx = np.flatnonzero(td.split == D.TRAIN)
+    stats = _stream_stats(store, td.rows[tr_idx])
+    bs = cfg.batch_size or len(tr_idx)
+    steps = int(np.ceil(len(tr_idx) / bs))
+    labels = {"task": td.y, "control": D.control_labels(td, seed)}
+
+    def predictions(params, which):
+        idx = np.flatnonzero(td.split == which)
+        out = []
+        for i in range(0, len(idx), eval_chunk):
+            Xb = jnp.asarray(_stream_rows(store, td.rows[idx[i:i + eval_chunk]], stats, dmax))
+            W = params["W"] * jnp.asarray(masks)[:, :, None]
+            out.append(np.asarray(jnp.argmax(jnp.einsum("lnd,ldc->lnc", Xb, W)
+                                             + params["b"][:, None], -1)))
+        return np.concatenate(out, 1), idx
+
+    results = {}
+    for name_t, yv in labels.items():
+        best = None
+        for (l1, l2) in cfg.lambdas:
+            def batches(epoch, yv=yv):
+                for b in iterate_minibatches(len(tr_idx), bs, seed * 1000 + epoch):
+                    sel = tr_idx[b]
+                    yield (_stream_rows(store, td.rows[sel], stats, dmax), yv[sel],
+                           np.ones(len(sel), np.float32))
+            params = fit_probe_streaming(batches, dmax, td.num_classes, masks, l1, l2, steps,
+                                         cfg, vmap_axes=1)
+            pd, di = predictions(params, D.DEV)
+            dev = np.mean(pd == yv[di], axis=1)
+            if best is None:
+                best = (dev, params)
+            else:
+                upd = dev > best[0]
+                best = (np.where(upd, dev, best[0]),
+                        jax.tree.map(lambda new, old: jnp.where(
+                            upd.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                            params, best[1]))
+        pt, ti = predictions(best[1], D.TEST)
+        results[name_t] = [_metrics(pt[k], yv[ti]) for k in range(len(dims))]
+    rows = []
+    for k, name in enumerate(names):
+        acc, f1 = results["task"][k]
+        cacc = results["control"][k][0]
+        rows.append({"name": name, "dim": dims[k], "accuracy": acc, "f1_macro": f1,
+                     "control_accuracy": cacc, "selectivity": acc - cacc})
+    return rows
