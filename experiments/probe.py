@@ -53,7 +53,10 @@ def write_task(out_dir, results, details):
 
 def main(argv):
     del argv
-    store = store_lib.open_store(FLAGS.store)
+    try:
+        store = store_lib.open_store(FLAGS.store)
+    except store_lib.StoreError as e:
+        sys.exit(f"error: {e}")
     cfg = elastic_net.CONFIGS[FLAGS.config]
     failed = []
     for task in FLAGS.task:

@@ -44,11 +44,18 @@ def formats() -> dict[str, Format]:
     return dict(_FORMATS)
 
 
+def _safe_detect(fmt: Format, path: str) -> bool:
+    try:
+        return bool(fmt.detect(path))
+    except Exception:  # a detector that cannot parse the file does not recognise it
+        return False
+
+
 def detect_format(path: str) -> str:
     """The name of the one registered format that recognises ``path``."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint source not found: {path}")
-    hits = [f.name for f in formats().values() if f.detect(path)]
+    hits = [f.name for f in formats().values() if _safe_detect(f, path)]
     if not hits:
         raise ValueError(f"{path}: no known checkpoint format recognises it; pass --format "
                          f"(known: {sorted(_FORMATS)})")
