@@ -19,6 +19,8 @@ import time
 
 from absl import app, flags
 
+from experiments.benchmarking import thread_env
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", None, "Cases to run (default: all).")
 flags.DEFINE_integer("threads", 2, "CPU threads for both implementations.")
@@ -26,18 +28,6 @@ flags.DEFINE_integer("utterances", 8, "Utterances per timed call.")
 flags.DEFINE_float("seconds", 10.0, "Utterance duration in seconds.")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions (best is reported).")
 flags.DEFINE_string("child", None, "Internal: CASE:IMPL to run in this process.")
-
-
-def thread_env(threads: int) -> dict:
-    env = dict(os.environ)
-    env.update({
-        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        "XLA_FLAGS": (env.get("XLA_FLAGS", "") +
-                      f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-                      f" intra_op_parallelism_threads={threads}").strip(),
-    })
-    return env
 
 
 def all_cases() -> dict:

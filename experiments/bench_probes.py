@@ -1,0 +1,190 @@
+"""The whole probing protocol, three ways: speechinterp, NeuroX, scikit-learn.
+
+    python -m experiments.bench_probes [--utterances=5000 --layers=13 --dim=768 --classes=10]
+
+On one synthetic planted store (a 10-class property in 24 neurons of one layer, speaker
+offsets everywhere), times layer-wise probes + control tasks, the oracle, the NeuroX ranking,
+top/random/bottom ablation in both modes at 1..50%, and the minimal-subset search:
+
+* ``speechinterp``: :func:`speechinterp.probes.protocol.run_probing` with the NeuroX setting
+  (Adam, lr 1e-3, batch 32, 10 epochs, l1 = l2 = 1e-5), every family of probes one vmapped call;
+* ``neurox``: NeuroX 1.0.9's own functions (``train_logistic_regression_probe``,
+  ``evaluate_probe``, ``get_neuron_ordering``, ``ablation.*``), one torch probe at a time, the
+  minimal-subset search stopping at the first size that reaches the target (as a sequential user
+  would); install with ``pip install --no-deps neurox==1.0.9 imbalanced-learn sklearn-compat``;
+* ``sklearn``: ``LogisticRegression(solver="saga", l1_ratio=0.5)``, one fit per probe, same loop.
+
+Each runs in its own child process (same thread count) so peak RSS is comparable. Prints wall
+time, peak memory, mean layer-wise and oracle test accuracy, and the ratios.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("utterances", 5000, "Utterances in the synthetic store.")
+flags.DEFINE_integer("layers", 13, "Layers.")
+flags.DEFINE_integer("dim", 768, "Neurons per layer.")
+flags.DEFINE_integer("classes", 10, "Classes of the probed property.")
+flags.DEFINE_integer("threads", 2, "CPU threads for every method.")
+flags.DEFINE_list("methods", ["speechinterp", "neurox", "sklearn"], "Methods to run.")
+flags.DEFINE_integer("sklearn_max_iter", 100, "saga iterations per scikit-learn fit.")
+flags.DEFINE_string("store", None, "Reuse this store instead of building one.")
+flags.DEFINE_string("child", None, "Internal: run one method in this process.")
+
+PCTS = (1, 5, 10, 15, 20, 50)
+DELTA = 0.01
+
+
+def build_store(path):
+    from speechinterp import synthetic
+    rng = np.random.default_rng(0)
+    neurons = tuple(sorted(rng.choice(FLAGS.dim, 24, replace=False).tolist()))
+    synthetic.planted_store(path, num_utterances=FLAGS.utterances, num_speakers=200,
+                            dims=(FLAGS.dim,) * FLAGS.layers, signal_layer=FLAGS.layers * 2 // 3,
+                            signal_neurons=neurons, num_classes=FLAGS.classes, strength=6.0)
+
+
+def sequential_protocol(store, train_fn, predict_fn):
+    """The protocol of METHOD.md with one probe at a time (the peers' way of running it)."""
+    from speechinterp.probes import data as D
+    from speechinterp.probes import ranking as R
+    td = D.prepare_task(store, "prop", 0)
+    layers = D.load_layers(store, td)
+    y, ctrl = td.y, D.control_labels(td, 0)
+    tr, dv, te = td.split == D.TRAIN, td.split == D.DEV, td.split == D.TEST
+    acc = lambda p, lab, sel: float(np.mean(p[sel] == lab[sel]))
+    layer_acc = []
+    for X in layers:
+        for lab in (y, ctrl):
+            m = train_fn(X[tr], lab[tr])
+            a = acc(predict_fn(m, X), lab, te)
+            if lab is y:
+                layer_acc.append(a)
+    Xall = np.concatenate(layers, 1)
+    oracle = train_fn(Xall[tr], y[tr])
+    po = predict_fn(oracle, Xall)
+    oracle_acc, oracle_dev = acc(po, y, te), acc(po, y, dv)
+    W = oracle_weights(oracle)
+    ordering = np.asarray(ordering_fn(oracle, W, td.classes))
+    n = Xall.shape[1]
+    for pct in PCTS:
+        for how in ("top", "random", "bottom"):
+            keep = R.select(ordering, pct / 100, how, seed=pct)
+            m = train_fn(Xall[tr][:, keep], y[tr])
+            acc(predict_fn(m, Xall[:, keep]), y, te)
+            Xz = np.zeros_like(Xall)
+            Xz[:, keep] = Xall[:, keep]
+            acc(predict_fn(oracle, Xz), y, te)
+    for size in R.minimal_subset_sizes(n):
+        keep = ordering[:size]
+        m = train_fn(Xall[tr][:, keep], y[tr])
+        if acc(predict_fn(m, Xall[:, keep]), y, dv) >= oracle_dev * (1 - DELTA):
+            break
+    return float(np.mean(layer_acc)), oracle_acc
+
+
+def oracle_weights(model):
+    if hasattr(model, "coef_"):
+        return model.coef_.T
+    return list(model.parameters())[0].detach().numpy().T
+
+
+def ordering_fn(model, W, classes):
+    if hasattr(model, "coef_"):
+        from speechinterp.probes import ranking as R
+        return R.weight_mass_ordering(W)[0]
+    from neurox.interpretation import linear_probe as lp
+    return lp.get_neuron_ordering(model, {c: i for i, c in enumerate(classes)}, 100)[0]
+
+
+def run_method(method, store_path):
+    from speechinterp import store as S
+    store = S.open_store(store_path)
+    if method == "speechinterp":
+        from speechinterp.probes import elastic_net, protocol
+        res, _ = protocol.run_probing(store, "prop", elastic_net.NEUROX, delta=DELTA,
+                                      per_neuron=False, ablation_pcts=PCTS)
+        return float(np.mean([l["accuracy"] for l in res["layers"]])), res["oracle"]["accuracy"]
+    if method == "neurox":
+        import torch
+        torch.set_num_threads(FLAGS.threads)
+        import neurox.interpretation.linear_probe as lp
+        import neurox.interpretation.utils as nu
+        nu.get_progress_bar = lambda: (lambda it, **kw: it)   # quiet, same work
+
+        def train(X, y):
+            return lp.train_logistic_regression_probe(X.astype(np.float32), y.astype(np.int64),
+                                                      lambda_l1=1e-5,
+                                                      lambda_l2=1e-5, num_epochs=10,
+                                                      batch_size=32, learning_rate=1e-3)
+
+        def predict(m, X):
+            with torch.no_grad():
+                return m(torch.from_numpy(np.ascontiguousarray(X, np.float32))).argmax(1).numpy()
+        return sequential_protocol(store, train, predict)
+    if method == "sklearn":
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+
+        def train(X, y):
+            return LogisticRegression(l1_ratio=0.5, solver="saga", C=1.0,
+                                      max_iter=FLAGS.sklearn_max_iter).fit(X, y)
+        return sequential_protocol(store, train, lambda m, X: m.predict(X))
+    raise ValueError(method)
+
+
+def main(argv):
+    del argv
+    if FLAGS.child:
+        method, path = FLAGS.child.split(":", 1)
+        t0 = time.perf_counter()
+        layer_acc, oracle_acc = run_method(method, path)
+        wall = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps({"wall_s": wall, "peak_mb": peak, "layer_acc": layer_acc,
+                                      "oracle_acc": oracle_acc}))
+        return
+    from experiments.benchmarking import thread_env
+    path = FLAGS.store or os.path.join(tempfile.mkdtemp(), "store")
+    if not FLAGS.store:
+        build_store(path)
+    print(f"store: {FLAGS.utterances} utterances x {FLAGS.layers} layers x {FLAGS.dim} neurons, "
+          f"{FLAGS.classes} classes, {FLAGS.threads} threads", flush=True)
+    res = {}
+    for m in FLAGS.methods:
+        out = subprocess.run([sys.executable, "-m", "experiments.bench_probes",
+                              f"--child={m}:{path}", f"--threads={FLAGS.threads}",
+                              f"--sklearn_max_iter={FLAGS.sklearn_max_iter}"],
+                             capture_output=True, text=True, env=thread_env(FLAGS.threads))
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if not line:
+            print(f"{m}: failed\n{out.stderr[-3000:]}", flush=True)
+            continue
+        res[m] = json.loads(line[-1][7:])
+        r = res[m]
+        print(f"{m:13s} wall {r['wall_s']:8.1f} s  peak {r['peak_mb']:7.0f} MB  "
+              f"mean layer acc {r['layer_acc']:.3f}  oracle acc {r['oracle_acc']:.3f}", flush=True)
+    if "speechinterp" in res:
+        ours = res["speechinterp"]
+        for m, r in res.items():
+            if m != "speechinterp":
+                print(f"speechinterp vs {m}: {r['wall_s'] / ours['wall_s']:.1f}x faster, "
+                      f"peak memory ratio ({m}/speechinterp) {r['peak_mb'] / ours['peak_mb']:.2f}, "
+                      f"accuracy difference (layer mean) "
+                      f"{100 * (ours['layer_acc'] - r['layer_acc']):+.1f} points, "
+                      f"(oracle) {100 * (ours['oracle_acc'] - r['oracle_acc']):+.1f} points")
+
+
+if __name__ == "__main__":
+    app.run(main)
