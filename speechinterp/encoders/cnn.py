@@ -18,7 +18,8 @@ End-to-End Dialect Recognition", Odyssey 2018; public TensorFlow code github.com
 
 Padding never leaks: every layer's padded frames are zeroed and pooling uses valid frames only, so
 a padded batch equals single runs. The time axis of the features is padded to a multiple of the
-total stride, where TF's ``'SAME'`` padding is the fixed ``((k - s) // 2, k - s - (k - s) // 2)``.
+total stride; a strided conv reproduces TF's ``'SAME'`` padding of each utterance's own valid
+length (:func:`_align_same`), so a single unpadded utterance matches the TF model exactly.
 """
 from __future__ import annotations
 
@@ -172,6 +173,24 @@ def _same_padding(k: int, s: int):
     return (p // 2, p - p // 2)
 
 
+def _align_same(h, length, k: int, s: int):
+    """Shift each utterance so a fixed-padding strided conv equals TF 'SAME' on its valid length.
+
+    TF pads ``k - r`` frames (``r = T mod s``, or ``s`` when 0) with ``(k - r) // 2`` on the left,
+    so the left padding depends on the utterance's own length ``T``; here the conv pads
+    ``(k - s) // 2`` and each utterance is shifted right by the difference (zeros shift in). ``s``
+    zero frames are appended first so no valid frame falls off the end.
+    """
+    h = jnp.pad(h, ((0, 0), (0, s), (0, 0)))
+    r = length % s
+    base = max(k - s, 0) // 2
+    left = jnp.where(r == 0, base, jnp.maximum(k - r, 0) // 2)
+    shift = (left - base)[:, None]
+    idx = jnp.arange(h.shape[1])[None, :] - shift
+    out = jnp.take_along_axis(h, jnp.clip(idx, 0, h.shape[1] - 1)[..., None], axis=1)
+    return jnp.where((idx >= 0)[..., None], out, 0.0)
+
+
 class InferenceBatchNorm(nn.Module):
     """``tf.nn.batch_normalization`` with population statistics (TF ``bn*`` variables)."""
 
@@ -200,6 +219,8 @@ class DialectCNN(nn.Module):
         h, length = feats, frames
         for i, (f, k, s) in enumerate(zip(c.filters, c.kernels, c.strides)):
             name = f"cnn{i + 1}"
+            if s > 1:
+                h = _align_same(h, length, k, s)
             h = nn.Conv(f, (k,), strides=(s,), padding=[_same_padding(k, s)], name=name,
                         kernel_init=nn.initializers.xavier_uniform(),
                         bias_init=nn.initializers.constant(0.001), precision=HI)(h)
