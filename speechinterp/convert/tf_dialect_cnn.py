@@ -17,6 +17,7 @@ front end are options (the released model used ``logmel`` n_fft 400 / hop 160).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -148,7 +149,6 @@ def convert(path: str, prefix: str = "", mapping=None, verify=True, **options):
     (crc32c check), ``strides``, ``pooling`` and any front-end field of ``CNNConfig``.
     """
     from speechinterp.checkpoint import sha256_of
-    from speechinterp.convert.tf_checkpoint import resolve_prefix
     from speechinterp.encoders.cnn import CNNEncoder
 
     if isinstance(verify, str):
@@ -158,6 +158,7 @@ def convert(path: str, prefix: str = "", mapping=None, verify=True, **options):
     check_state_dict(state, expected_tf_shapes(cfg), source=path, ignore=IGNORED)
     enc = CNNEncoder(config=cfg, params=to_flax(state, cfg), family="cnn",
                      sample_rate=cfg.sample_rate)
-    pre = resolve_prefix(path)
-    enc.source_sha256 = sha256_of(pre + ".index")
+    ck = TFCheckpoint(path)
+    files = [ck.prefix + ".index"] + [ck.shard_path(i) for i in range(ck.header["num_shards"])]
+    enc.source_sha256 = hashlib.sha256("".join(sha256_of(f) for f in files).encode()).hexdigest()
     return enc
