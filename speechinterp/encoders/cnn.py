@@ -89,8 +89,7 @@ PRESETS = {
     # ADI17 version: 1000-1000-1000-1500 with mean + std statistics pooling.
     "adi17": dict(filters=(1000, 1000, 1000, 1500), pooling="stats", n_classes=17),
     # A small model for tests and quick from-scratch training.
-    "tiny": dict(filters=(32, 32, 32, 64), fc_dims=(64, 32), pooling="stats", n_classes=2,
-                 normalize="meanvar"),
+    "tiny": dict(filters=(32, 32, 32, 64), fc_dims=(64, 32), pooling="stats", n_classes=2),
 }
 
 
