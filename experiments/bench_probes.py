@@ -37,6 +37,13 @@ flags.DEFINE_integer("threads", 2, "CPU threads for every method.")
 flags.DEFINE_list("methods", ["speechinterp", "neurox", "sklearn"], "Methods to run.")
 flags.DEFINE_integer("sklearn_max_iter", 100, "saga iterations per scikit-learn fit.")
 flags.DEFINE_string("store", None, "Reuse this store instead of building one.")
+flags.DEFINE_enum("subsets", "all", ["all", "early_stop"],
+                  "Minimal-subset search: train every candidate size (the protocol), or stop at "
+                  "the first size that reaches the target (a sequential search), for every method.")
+flags.DEFINE_list("probe_configs", ["neurox", "fast"],
+                  "speechinterp probe settings to time (each its own row).")
+flags.DEFINE_string("cache_dir", None, "JAX persistent compilation cache for speechinterp "
+                    "(time a warm second run); default: none, every compile counted.")
 flags.DEFINE_string("child", None, "Internal: run one method in this process.")
 
 PCTS = (1, 5, 10, 15, 20, 50)
@@ -86,7 +93,8 @@ def sequential_protocol(store, train_fn, predict_fn):
     for size in R.minimal_subset_sizes(n):
         keep = ordering[:size]
         m = train_fn(Xall[tr][:, keep], y[tr])
-        if acc(predict_fn(m, Xall[:, keep]), y, dv) >= oracle_dev * (1 - DELTA):
+        hit = acc(predict_fn(m, Xall[:, keep]), y, dv) >= oracle_dev * (1 - DELTA)
+        if hit and FLAGS.subsets == "early_stop":
             break
     return float(np.mean(layer_acc)), oracle_acc
 
@@ -108,10 +116,16 @@ def ordering_fn(model, W, classes):
 def run_method(method, store_path):
     from speechinterp import store as S
     store = S.open_store(store_path)
-    if method == "speechinterp":
+    if method.startswith("speechinterp"):
+        import jax
+        if FLAGS.cache_dir:
+            jax.config.update("jax_compilation_cache_dir", FLAGS.cache_dir)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         from speechinterp.probes import elastic_net, protocol
-        res, _ = protocol.run_probing(store, "prop", elastic_net.NEUROX, delta=DELTA,
-                                      per_neuron=False, ablation_pcts=PCTS)
+        cfg = elastic_net.CONFIGS[method.split("-", 1)[1]]
+        res, _ = protocol.run_probing(store, "prop", cfg, delta=DELTA, per_neuron=False,
+                                      ablation_pcts=PCTS,
+                                      subset_early_stop=FLAGS.subsets == "early_stop")
         return float(np.mean([l["accuracy"] for l in res["layers"]])), res["oracle"]["accuracy"]
     if method == "neurox":
         import torch
@@ -162,10 +176,14 @@ def main(argv):
     print(f"store: {FLAGS.utterances} utterances x {FLAGS.layers} layers x {FLAGS.dim} neurons, "
           f"{FLAGS.classes} classes, {FLAGS.threads} threads", flush=True)
     res = {}
-    for m in FLAGS.methods:
+    methods = [x for m in FLAGS.methods for x in
+               ([f"speechinterp-{c}" for c in FLAGS.probe_configs] if m == "speechinterp" else [m])]
+    for m in methods:
         out = subprocess.run([sys.executable, "-m", "experiments.bench_probes",
                               f"--child={m}:{path}", f"--threads={FLAGS.threads}",
-                              f"--sklearn_max_iter={FLAGS.sklearn_max_iter}"],
+                              f"--sklearn_max_iter={FLAGS.sklearn_max_iter}",
+                              f"--subsets={FLAGS.subsets}"]
+                             + ([f"--cache_dir={FLAGS.cache_dir}"] if FLAGS.cache_dir else []),
                              capture_output=True, text=True, env=thread_env(FLAGS.threads))
         line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if not line:
@@ -173,13 +191,13 @@ def main(argv):
             continue
         res[m] = json.loads(line[-1][7:])
         r = res[m]
-        print(f"{m:13s} wall {r['wall_s']:8.1f} s  peak {r['peak_mb']:7.0f} MB  "
+        print(f"{m:20s} wall {r['wall_s']:8.1f} s  peak {r['peak_mb']:7.0f} MB  "
               f"mean layer acc {r['layer_acc']:.3f}  oracle acc {r['oracle_acc']:.3f}", flush=True)
-    if "speechinterp" in res:
-        ours = res["speechinterp"]
+    for o in [m for m in res if m.startswith("speechinterp")]:
+        ours = res[o]
         for m, r in res.items():
-            if m != "speechinterp":
-                print(f"speechinterp vs {m}: {r['wall_s'] / ours['wall_s']:.1f}x faster, "
+            if not m.startswith("speechinterp"):
+                print(f"{o} vs {m}: {r['wall_s'] / ours['wall_s']:.1f}x faster, "
                       f"peak memory ratio ({m}/speechinterp) {r['peak_mb'] / ours['peak_mb']:.2f}, "
                       f"accuracy difference (layer mean) "
                       f"{100 * (ours['layer_acc'] - r['layer_acc']):+.1f} points, "

@@ -10,7 +10,7 @@ Every family of probes is one jitted, vmapped call of :func:`~.elastic_net.fit_p
 
 Subset probes gather their columns and are zero-padded (with a feature mask) to the widest
 subset of their call. By default subsets are grouped so widths within a call differ at most
-``width_factor`` = 2x: the cost then follows the subset sizes and compilations stay few;
+``width_factor`` = 4x: the cost then follows the subset sizes and compilations stay few;
 ``width_factor=inf`` trains all of them in literally one call.
 
 :func:`run_probing` returns ``(results, details)``: ``results`` has exactly the keys of DESIGN.md's
@@ -141,7 +141,7 @@ def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
                 seeds: int = 1, delta: float = 0.01, search_stride: int = 100,
                 ablation_pcts=ABLATION_PCTS, subset_early_stop: bool = False,
-                width_factor: float = 2.0, layerwise_only: bool = False,
+                width_factor: float = 4.0, layerwise_only: bool = False,
                 per_neuron: bool = True, progress: Callable[[str], None] | None = None):
     """Run the whole protocol of METHOD.md for one task on one store.
 
