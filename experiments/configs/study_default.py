@@ -19,7 +19,7 @@ def get_config():
     })
     # 3. task-oriented CNNs trained on the corpus: name -> property
     c.task_cnns = ml_collections.ConfigDict({"cnn_accent": "accent", "cnn_speaker": "speaker"})
-    c.cnn = ml_collections.ConfigDict({"preset": "small", "epochs": 8, "batch_size": 32,
+    c.cnn = ml_collections.ConfigDict({"preset": "tiny", "epochs": 8, "batch_size": 32,
                                        "lr": 1e-3, "crop_seconds": 2.0})
     # 4. random-weights baselines of every encoder
     c.random_baselines = True
