@@ -40,7 +40,7 @@ flags.DEFINE_string("store", None, "Reuse this store instead of building one.")
 flags.DEFINE_enum("subsets", "all", ["all", "early_stop"],
                   "Minimal-subset search: train every candidate size (the protocol), or stop at "
                   "the first size that reaches the target (a sequential search), for every method.")
-flags.DEFINE_list("probe_configs", ["neurox", "fast"],
+flags.DEFINE_list("probe_configs", ["neurox"],
                   "speechinterp probe settings to time (each its own row).")
 flags.DEFINE_string("cache_dir", None, "JAX persistent compilation cache for speechinterp "
                     "(time a warm second run); default: none, every compile counted.")

@@ -14,6 +14,6 @@ def get_config():
     c.cnn.epochs = 3
     c.cnn.batch_size = 16
     c.extract.batch_size = 8
-    c.probe.config = "fast"
+    c.probe.config = "neurox"
     c.verification.max_trials = 2000
     return c

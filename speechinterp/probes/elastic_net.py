@@ -51,12 +51,7 @@ NEUROX = ProbeConfig()
 DEFAULT = ProbeConfig(epochs=40, batch_size=256, learning_rate=1e-2, lr_schedule="cosine",
                       lambdas=((1e-5, 1e-5), (1e-4, 1e-4), (1e-3, 1e-3), (1e-2, 1e-2)))
 
-# A quick setting: few large-batch epochs at a high learning rate, one lambda. On the
-# bench_probes store it matches the NeuroX setting's accuracy at a fraction of the work.
-FAST = ProbeConfig(epochs=4, batch_size=256, learning_rate=2e-2, lr_schedule="cosine",
-                   lambdas=((1e-5, 1e-5),))
-
-CONFIGS = {"neurox": NEUROX, "default": DEFAULT, "fast": FAST}
+CONFIGS = {"neurox": NEUROX, "default": DEFAULT}
 
 
 def init_probe(num_features: int, num_classes: int, dtype=jnp.float32) -> dict:
