@@ -1,5 +1,4 @@
 """The dialect / speaker-ID CNN (Shon et al.): presets, padding, masks, front end vs librosa."""
-import jax
 import jax.numpy as jnp
 import librosa
 import numpy as np
@@ -37,20 +36,21 @@ def test_presets_shapes(name, filters, pool_dim, n_classes):
 
 def test_mgb3_outputs_shapes():
     enc = CNNEncoder.from_preset("mgb3", seed=0)
-    w = _waves([16000])
-    outs, lens = enc.apply(enc.params, jnp.asarray(w[0][None]), jnp.asarray([16000]))
-    assert [int(l[0]) for l in lens] == [101, 50, 50, 50, 1, 1]
+    w = _waves([8000])
+    outs, lens, logits = enc.forward(enc.params, jnp.asarray(w[0][None]), jnp.asarray([8000]))
+    assert [int(l[0]) for l in lens] == [51, 25, 25, 25, 1, 1]
     assert [o.shape[-1] for o in outs] == [500, 500, 500, 3000, 1500, 600]
-    logits = enc.classify(enc.params, jnp.asarray(w[0][None]), jnp.asarray([16000]))
     assert logits.shape == (1, 5)
 
 
-@pytest.mark.parametrize("preset,features_", [("tiny", "logmel"), ("tiny", "mfcc"),
-                                              ("adi17", "logmel")])
-def test_padded_batch_equals_single_runs(preset, features_):
-    overrides = dict(features=features_, batch_norm=preset == "tiny")
-    if preset == "adi17":
-        overrides.update(filters=(64, 64, 64, 96))  # same structure, smaller for speed
+@pytest.mark.parametrize("preset,overrides", [
+    ("tiny", dict(features="logmel", batch_norm=True)),
+    ("tiny", dict(features="mfcc", batch_norm=True)),
+    ("adi17", dict(filters=(64, 64, 64, 96))),  # ADI17 structure, smaller for speed
+    ("mgb3", dict(filters=(32, 32, 32, 64), fc_dims=(48, 24), pad_mode="reflect", vad=True,
+                  normalize="sliding_meanvar", cmvn_window=40)),  # released preprocessing
+])
+def test_padded_batch_equals_single_runs(preset, overrides):
     enc = CNNEncoder.from_preset(preset, seed=3, **overrides)
     if enc.config.batch_norm:  # non-trivial population statistics
         rng = np.random.default_rng(0)
@@ -58,7 +58,9 @@ def test_padded_batch_equals_single_runs(preset, features_):
             if k.startswith("bn"):
                 v["mean"] = rng.normal(0, 0.5, v["mean"].shape).astype(np.float32)
                 v["bias"] = rng.normal(0, 0.5, v["bias"].shape).astype(np.float32)
-    waves = _waves([7999, 12000, 4321, 16160])
+    lengths = (8320, 12000)  # 53 and 76 frames: both parities at the strided conv
+    waves = (_waves(lengths) if not enc.config.vad else
+             [_bursts(n, i) for i, n in enumerate(lengths)])
     outs, lens = enc.layer_outputs(waves, bucket=True)
     logits = np.asarray(enc.predict_logits(waves))
     for i, w in enumerate(waves):
@@ -82,11 +84,13 @@ def test_masks_change_only_later_layers():
     waves = _waves([9000, 12000])
     base = enc.hidden_states(waves)
     base_logits = np.asarray(enc.predict_logits(waves))
+    ones = {n: np.ones(h.shape[-1], np.float32) for n, h in zip(enc.layer_names, base)}
     for k, name in enumerate(enc.layer_names):
         d = base[k].shape[-1]
         keep = np.ones(d, np.float32)
         keep[: d // 2] = 0
-        masked = enc.hidden_states(waves, masks={name: keep})
+        masks = {**ones, name: keep}  # same pytree structure every time: one compilation
+        masked = enc.hidden_states(waves, masks=masks)
         for j in range(k):
             np.testing.assert_array_equal(np.asarray(masked[j]), np.asarray(base[j]))
         assert not np.any(np.asarray(masked[k])[..., : d // 2])
@@ -94,7 +98,7 @@ def test_masks_change_only_later_layers():
                                    np.asarray(base[k])[..., d // 2:], atol=1e-6)
         if k + 1 < len(base):
             assert np.abs(np.asarray(masked[k + 1]) - np.asarray(base[k + 1])).max() > 1e-4
-        logits = np.asarray(enc.predict_logits(waves, masks={name: keep}))
+        logits = np.asarray(enc.predict_logits(waves, masks=masks))
         assert np.abs(logits - base_logits).max() > 1e-5
     # replacement value instead of zero
     d = base[-1].shape[-1]
@@ -139,9 +143,43 @@ def test_frontend_normalisation_over_valid_frames():
     np.testing.assert_allclose(v.std(0), 1, atol=1e-3)
 
 
-def test_jit_and_grad():
-    enc = CNNEncoder.from_preset("tiny", seed=0)
-    w = jnp.asarray(np.stack(_waves([8000, 8000])))
-    lens = jnp.asarray([8000, 6000])
-    g = jax.grad(lambda p: enc.classify(p, w, lens).sum())(enc.params)
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(g))
+def _bursts(n, seed):
+    """Tone bursts separated by quiet noise, so the energy VAD drops frames. (The noise floor keeps
+    the log-mel dynamic range within what float32 FFTs, ours and librosa's, agree on to 1e-4.)"""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    env = (np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6)) > -0.2).astype(np.float32)
+    w = env * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.02 * rng.standard_normal(n)
+    return w.astype(np.float32)
+
+
+def _reference_released_frontend(w):
+    """Shon et al.'s prepare_data.py (logmel 400 160, VAD, cmvn 'mv' over 300 frames), written
+    with today's librosa: reflect centre padding as librosa 0.5 did."""
+    mel = librosa.feature.melspectrogram(y=w, sr=16000, n_fft=400, hop_length=160, n_mels=40,
+                                         fmin=133, fmax=6955, pad_mode="reflect")
+    y = np.log(np.maximum(mel, 1e-10)).T.astype(np.float64)
+    e = librosa.feature.rms(y=w, frame_length=400, hop_length=160, pad_mode="reflect")[0]
+    keep = np.nonzero(e > np.mean(e) / 2 * 1.04)[0]
+    if keep.size:
+        y = y[keep]
+    out = np.empty_like(y)
+    for t in range(len(y)):
+        win = y[max(0, t - 150):min(len(y), t + 150)]
+        out[t] = (y[t] - win.mean(0)) / win.std(0)
+    return out
+
+
+def test_released_model_preprocessing_matches_reference():
+    cfg = CNNConfig(pad_mode="reflect", vad=True, normalize="sliding_meanvar")
+    waves = [_bursts(n, s) for s, n in enumerate((56000, 23456))]
+    batch = np.zeros((2, 56000), np.float32)
+    for i, w in enumerate(waves):
+        batch[i, :len(w)] = w
+    f, nfr = features(cfg, jnp.asarray(batch), jnp.asarray([len(w) for w in waves]))
+    for i, w in enumerate(waves):
+        ref = _reference_released_frontend(w)
+        assert 0 < ref.shape[0] < 1 + len(w) // 160  # the VAD dropped some frames
+        assert int(nfr[i]) == ref.shape[0]
+        assert np.abs(np.asarray(f[i, :ref.shape[0]]) - ref).max() < 1e-4
+        assert not np.any(np.asarray(f[i, ref.shape[0]:]))

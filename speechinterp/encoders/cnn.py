@@ -7,9 +7,9 @@ End-to-End Dialect Recognition", Odyssey 2018; public TensorFlow code github.com
 * front end: 40-d log-mel (``np.log(librosa.feature.melspectrogram(n_fft=400, hop_length=160,
   n_mels=40, fmin=133, fmax=6955))``, the released model's ``logmel_fft400_hop160``) or MFCC
   (``librosa.feature.mfcc(n_mfcc=40, ...)``: 128 mel bands, ``power_to_db`` with top_db 80,
-  orthonormal DCT-II), computed here in jnp; optional utterance-level CMN / CMVN over valid frames.
-  The original additionally dropped low-energy frames (VAD) and used a 300-frame sliding CMVN as
-  offline preprocessing; those are not part of this encoder.
+  orthonormal DCT-II), computed here in jnp. The released model's preprocessing is available as
+  options: librosa 0.5's reflect padding (``pad_mode='reflect'``), the energy VAD (``vad=True``)
+  and the 300-frame sliding CMVN (``normalize='sliding_meanvar'``); utterance-level CMN / CMVN too.
 * four 1-D convolutions over time, kernels 5/7/1/1, strides 1/2/1/1, TF ``'SAME'`` padding, bias,
   optional inference-mode batch norm (``bn1..bn4``, eps 1e-3, as ``batch_norm_wrapper_1dcnn``), ReLU;
   valid lengths ``L // stride`` as in the original ``shape_list / stride``;
@@ -60,7 +60,10 @@ class CNNConfig:
     fmax: float = 6955.0
     log_floor: float = 1e-10         # log-mel = log(max(mel, log_floor))
     top_db: Optional[float] = 80.0   # MFCC only, as librosa.power_to_db
-    normalize: str = "none"          # "none", "mean" (CMN) or "meanvar" (CMVN) over valid frames
+    normalize: str = "none"          # none / mean / meanvar (utterance) / sliding_mean / sliding_meanvar
+    cmvn_window: int = 300           # frames, for the sliding CMN / CMVN of Shon et al.
+    pad_mode: str = "constant"       # STFT centre padding: "constant" (librosa>=0.10) or "reflect"
+    vad: bool = False                # Shon et al.'s energy VAD (drop frames below mean RMS/2*1.04)
     sample_rate: int = 16000
     classes: tuple = ()              # class labels, when known
 
@@ -71,8 +74,11 @@ class CNNConfig:
             raise ValueError(f"pooling must be 'mean' or 'stats', not {self.pooling!r}")
         if self.features not in ("logmel", "mfcc"):
             raise ValueError(f"features must be 'logmel' or 'mfcc', not {self.features!r}")
-        if self.normalize not in ("none", "mean", "meanvar"):
-            raise ValueError(f"normalize must be none/mean/meanvar, not {self.normalize!r}")
+        if self.normalize not in ("none", "mean", "meanvar", "sliding_mean", "sliding_meanvar"):
+            raise ValueError(f"normalize must be none/mean/meanvar/sliding_mean/sliding_meanvar, "
+                             f"not {self.normalize!r}")
+        if self.pad_mode not in ("constant", "reflect"):
+            raise ValueError(f"pad_mode must be 'constant' or 'reflect', not {self.pad_mode!r}")
         if not (len(self.filters) == len(self.kernels) == len(self.strides)):
             raise ValueError("filters, kernels and strides must have the same length")
 
@@ -123,27 +129,78 @@ def num_frames(num_samples, hop_length: int):
     return 1 + num_samples // hop_length
 
 
+def _padded_signal(waveforms, lengths, half: int, pad_mode: str):
+    """Centre padding of librosa's STFT, per utterance: zeros, or reflection about its own ends."""
+    b, s = waveforms.shape
+    x = jnp.where(jnp.arange(s)[None, :] < lengths[:, None], waveforms, 0.0)
+    if pad_mode == "constant":
+        return jnp.pad(x, ((0, 0), (half, half)))
+    i = jnp.arange(-half, s + half)[None, :]
+    last = jnp.maximum(lengths[:, None] - 1, 0)
+    i = jnp.abs(i)
+    i = jnp.where(i > last, 2 * last - i, i)
+    i = jnp.clip(i, 0, s - 1)
+    return jnp.take_along_axis(x, jnp.broadcast_to(i, (b, i.shape[1])), axis=1)
+
+
+def _energy_vad(frames_raw, valid):
+    """Shon et al.'s VAD: keep frames whose RMS exceeds ``mean(RMS) / 2 * 1.04`` (all if none)."""
+    rms = jnp.sqrt(jnp.mean(frames_raw ** 2, axis=-1))  # librosa.feature.rms(center=True)
+    n = jnp.maximum(valid.sum(1, keepdims=True), 1)
+    thr = jnp.where(valid, rms, 0.0).sum(1, keepdims=True) / n / 2 * 1.04
+    keep = valid & (rms > thr)
+    return jnp.where(keep.any(1, keepdims=True), keep, valid)
+
+
+def _sliding_cmvn(feats, length, window: int, variance: bool):
+    """``cmvn_slide`` of Shon et al.'s prepare_data.py: statistics over frames
+    ``[max(0, t - w/2), min(T, t + w/2))`` of the valid frames (population std)."""
+    t = feats.shape[1]
+    half = window // 2
+    m = frame_mask(length, t)[..., None].astype(feats.dtype)
+    # centre per utterance first: the windowed sums then stay well conditioned in float32
+    mu = (feats * m).sum(1, keepdims=True) / jnp.maximum(m.sum(1, keepdims=True), 1)
+    x = (feats - mu) * m
+
+    def wsum(v):
+        return jax.lax.reduce_window(v, 0.0, jax.lax.add, (1, 2 * half, 1), (1, 1, 1),
+                                     [(0, 0), (half, half - 1), (0, 0)])
+
+    pos = jnp.arange(t)[None, :]
+    cnt = (jnp.minimum(length[:, None], pos + half) - jnp.maximum(0, pos - half))
+    cnt = jnp.maximum(cnt, 1).astype(feats.dtype)[..., None]
+    mean = wsum(x) / cnt
+    out = x - mean
+    if variance:
+        var = jnp.maximum(wsum(x * x) / cnt - mean ** 2, 0.0)
+        out = out / jnp.sqrt(var + 1e-12)
+    return out
+
+
 def features(cfg: CNNConfig, waveforms: jax.Array, lengths: jax.Array):
     """[B, S] waveforms -> ([B, T, n_features] features, [B] valid frames).
 
-    librosa's centred STFT with zero padding (``pad_mode='constant'``), periodic Hann window,
-    power spectrum, Slaney mel filters; ``logmel`` = ``log(max(mel, log_floor))``; ``mfcc`` =
-    DCT-II (ortho) of ``power_to_db(mel, top_db)``. Padded frames of the output are zero.
+    librosa's centred STFT (``pad_mode`` 'constant' as librosa >= 0.10, or 'reflect' as the
+    librosa 0.5 that Shon et al. used), periodic Hann window, power spectrum, Slaney mel filters;
+    ``logmel`` = ``log(max(mel, log_floor))``; ``mfcc`` = DCT-II (ortho) of
+    ``power_to_db(mel, top_db)``. Then, optionally, the energy VAD (dropped frames are removed and
+    the rest moved up) and utterance-level or sliding-window CMN / CMVN. Padded frames are zero.
     """
     window, mel_t, dct_t = _frontend_constants(
         (cfg.sample_rate, cfg.n_fft, cfg.win_length, cfg.mel_bands, cfg.fmin, cfg.fmax,
          cfg.n_features))
     b, s = waveforms.shape
-    half = cfg.n_fft // 2
-    x = jnp.pad(waveforms, ((0, 0), (half, half)))
+    lengths = jnp.asarray(lengths, jnp.int32)
+    x = _padded_signal(waveforms, lengths, cfg.n_fft // 2, cfg.pad_mode)
     t = 1 + s // cfg.hop_length
     idx = jnp.arange(t)[:, None] * cfg.hop_length + jnp.arange(cfg.n_fft)[None, :]
-    frames = x[:, idx] * window  # [B, T, n_fft]
-    spec = jnp.fft.rfft(frames, axis=-1)
+    frames_raw = x[:, idx]  # [B, T, n_fft]
+    spec = jnp.fft.rfft(frames_raw * window, axis=-1)
     power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
     mel = jnp.matmul(power, mel_t, precision=HI)
     nfr = num_frames(lengths, cfg.hop_length)
-    valid = frame_mask(nfr, t)[..., None]
+    valid2 = frame_mask(nfr, t)
+    valid = valid2[..., None]
     if cfg.features == "logmel":
         feats = jnp.log(jnp.maximum(mel, cfg.log_floor))
     else:
@@ -152,7 +209,13 @@ def features(cfg: CNNConfig, waveforms: jax.Array, lengths: jax.Array):
             peak = jnp.max(jnp.where(valid, db, -jnp.inf), axis=(1, 2), keepdims=True)
             db = jnp.maximum(db, peak - cfg.top_db)
         feats = jnp.matmul(db, dct_t, precision=HI)
-    if cfg.normalize != "none":
+    if cfg.vad:
+        keep = _energy_vad(frames_raw, valid2)
+        order = jnp.argsort(~keep, axis=1, stable=True)
+        feats = jnp.take_along_axis(feats, order[..., None], axis=1)
+        nfr = keep.sum(1).astype(jnp.int32)
+        valid = frame_mask(nfr, t)[..., None]
+    if cfg.normalize in ("mean", "meanvar"):
         m = valid.astype(feats.dtype)
         n = jnp.maximum(m.sum(1, keepdims=True), 1)
         mean = (feats * m).sum(1, keepdims=True) / n
@@ -160,6 +223,8 @@ def features(cfg: CNNConfig, waveforms: jax.Array, lengths: jax.Array):
         if cfg.normalize == "meanvar":
             var = (feats ** 2 * m).sum(1, keepdims=True) / n
             feats = feats / jnp.sqrt(var + 1e-10)
+    elif cfg.normalize.startswith("sliding"):
+        feats = _sliding_cmvn(feats, nfr, cfg.cmvn_window, cfg.normalize == "sliding_meanvar")
     return jnp.where(valid, feats, 0.0), nfr
 
 
