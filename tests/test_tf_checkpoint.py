@@ -120,3 +120,42 @@ def test_convert_script_roundtrip(tmp_path):
     hs = enc.hidden_states([w])
     assert [h.shape[-1] for h in hs] == [8, 8, 8, 16, 12, 10]
     np.testing.assert_allclose(np.asarray(hs[4][0, 0]), ref["fc1_0"].reshape(-1), atol=1e-4)
+
+
+# Names and shapes listed by the index of Shon et al.'s released MGB-3 model
+# (github.com/swshon/dialectID_e2e data/pretrained_model/model1284000.ckpt-1284000.index, read
+# with TFCheckpoint; the data shard is not public in that repository).
+RELEASED_MGB3 = {
+    "Variable": (), "conv1W": (5, 40, 500), "conv1b": (500,), "conv2W": (7, 500, 500),
+    "conv2b": (500,), "conv3W": (1, 500, 500), "conv3b": (500,), "conv4W": (1, 500, 3000),
+    "conv4b": (3000,), "fc1W": (3000, 1500), "fc1b": (1500,), "fc2W": (1500, 600),
+    "fc2b": (600,), "fc3W": (600, 5), "fc3b": (5,)}
+
+
+def test_released_model_naming_gives_mgb3_preset():
+    from speechinterp.convert.tf_dialect_cnn import IGNORED, expected_tf_shapes, infer_config
+    from speechinterp.convert.keys import check_state_dict
+    from speechinterp.encoders.cnn import preset_config
+
+    state = {k: np.zeros(v, np.float32) for k, v in RELEASED_MGB3.items()}
+    cfg = infer_config(state, pad_mode="reflect", vad="true", normalize="sliding_meanvar")
+    check_state_dict(state, expected_tf_shapes(cfg), ignore=IGNORED)
+    ref = preset_config("mgb3")
+    for f in ("filters", "kernels", "strides", "pooling", "fc_dims", "n_classes", "n_features",
+              "batch_norm"):
+        assert getattr(cfg, f) == getattr(ref, f), f
+    assert cfg.vad is True and cfg.pad_mode == "reflect"
+
+
+def test_tf2_object_based_checkpoint():
+    """``tf2_object/``: the ``mean`` variables written by TF2's ``tf.train.Checkpoint``."""
+    path = os.path.join(FIX, "tf2_object")
+    ck = TFCheckpoint(path)
+    graph = ck.read("_CHECKPOINTABLE_OBJECT_GRAPH")  # a DT_STRING tensor, crc-checked
+    assert graph.shape == () and len(graph.item()) > 100
+    assert convert.detect_format(path) == "tf_dialect_cnn"
+    ref = np.load(os.path.join(FIX, "mean", "outputs.npz"))
+    for opts in ({}, {"prefix": "model/"}):
+        enc = convert.convert(path, **opts)
+        np.testing.assert_array_equal(enc.params["cnn2"]["kernel"], ref["var/conv2W"])
+        np.testing.assert_array_equal(enc.params["classifier"]["bias"], ref["var/fc3b"])

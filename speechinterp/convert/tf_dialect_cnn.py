@@ -9,11 +9,18 @@ confirmed on the released ``model1284000.ckpt-1284000.index``)::
     Variable (global step), acc (a summary variable): ignored
 
 TF2 object-based names (``.../conv1W/.ATTRIBUTES/VARIABLE_VALUE``) and variable scopes are
-accepted: the scope ``prefix`` (option) is removed, then a trailing ``/.ATTRIBUTES/VARIABLE_VALUE``.
+accepted: the scope ``prefix`` (option; found by itself when one scope holds ``conv1W``) is
+removed, then a trailing ``/.ATTRIBUTES/VARIABLE_VALUE``.
 ``mapping`` (option: dict or ``"tfname=flaxname,..."``) renames further TF names to the canonical
 names above. The architecture is read off the shapes (filters, kernels, FC sizes, classes,
 statistics pooling when fc1's input is twice conv4's width); strides (default 1,2,1,1) and the
-front end are options (the released model used ``logmel`` n_fft 400 / hop 160).
+front end are options. The released MGB-3 model (``model1284000.ckpt-1284000``: conv 500-500-500-
+3000, FC 1500-600, 5 dialects, no batch norm; its index lists exactly the names above plus
+``Variable``) was trained on ``logmel_fft400_hop160_vad_cmvn`` features; to reproduce them::
+
+    python -m experiments.convert --source=DIR --out=OUT --option pad_mode=reflect \
+        --option vad=true --option normalize=sliding_meanvar \
+        --option classes=EGY,GLF,LAV,MSA,NOR
 """
 from __future__ import annotations
 
@@ -57,7 +64,12 @@ def canonical_names(names, prefix: str = "", mapping=None) -> dict[str, str]:
 def tf_state(path: str, prefix: str = "", mapping=None, verify: bool = True) -> dict:
     """Canonically named numpy tensors of a TF checkpoint (string tensors skipped)."""
     ck = TFCheckpoint(path)
-    names = canonical_names([k for k in ck.names() if ck.entry(k).dtype != 7], prefix, mapping)
+    keys = [k for k in ck.names() if ck.entry(k).dtype != 7]
+    names = canonical_names(keys, prefix, mapping)
+    if not prefix and "conv1W" not in names.values():  # one enclosing scope: found by itself
+        scopes = {c[:-len("conv1W")] for c in names.values() if c.endswith("/conv1W")}
+        if len(scopes) == 1:
+            names = canonical_names(keys, scopes.pop(), mapping)
     return {c: ck.read(n, verify) for n, c in names.items()}
 
 
