@@ -5,7 +5,9 @@ throwaway venv, not this project's) by tests/fixtures/tf_cnn/make_fixture.py: tw
 Shon et al.'s e2e_model graph (filters 8-8-8-16, FC 12-10, 3 classes; ``mean/`` as the original
 with mean pooling, ``stats_bn/`` with statistics pooling and batch norm), saved by
 ``tf.compat.v1.train.Saver`` (V2 format), plus every variable's value and every layer's output on
-two fixed waveforms (log-mel features from librosa) in ``outputs.npz``.
+two fixed waveforms (log-mel features from librosa) in ``outputs.npz``; ``tf2_object/`` holds
+the ``mean`` variables written by TF2's object-based ``tf.train.Checkpoint``. Regenerate with
+``/tmp/tfvenv/bin/python tests/fixtures/tf_cnn/make_fixture.py`` (then ``... make_fixture.py tf2``).
 """
 import os
 import shutil
