@@ -26,6 +26,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from sklearn.metrics import accuracy_score, f1_score
 
 from speechinterp.probes import data as D
@@ -38,10 +39,45 @@ SELECTIONS = ("top", "random", "bottom")
 
 
 # ----------------------------------------------------------------------------- vmapped fits
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
-def fit_grid(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
+def _shard_probes(arrays, n):
+    """Pad the leading (probe) axis of ``arrays`` to a multiple of the local device count and
+    shard it over a 1-D mesh, so each device trains its share of the probes (DESIGN.md: probe
+    stacks shard over the probe axis). A no-op on one device or for fewer probes than devices."""
+    devs = jax.local_devices()
+    if len(devs) == 1 or n < len(devs):
+        return [jnp.asarray(a) for a in arrays]
+    pad = (-n) % len(devs)
+    sharding = NamedSharding(Mesh(np.array(devs), ("probe",)), PartitionSpec("probe"))
+    out = []
+    for a in arrays:
+        a = jnp.asarray(a)
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+        out.append(jax.device_put(a, sharding))
+    return out
+
+
+def fit_grid(X, y, w, mask, l1, l2, keys, **statics):
     """Probes for X [N, D], y [T, N] (task + controls), mask [M, D] (subsets), lambdas [G],
-    keys [S] -> params with leading axes [T, M, G, S]."""
+    keys [S] -> params with leading axes [T, M, G, S]; the M axis is sharded over devices."""
+    M = mask.shape[0]
+    (mask,) = _shard_probes([mask], M)
+    P = _fit_grid(X, y, w, mask, l1, l2, keys, **statics)
+    return jax.tree.map(lambda a: a[:, :M], P)
+
+
+def fit_layers(X, y, w, mask, l1, l2, keys, **statics):
+    """Probes for stacked layers X [L, N, D] with masks [L, D], labels y [T, N], lambdas [G],
+    keys [S] -> params with leading axes [T, L, G, S]; the L axis is sharded over devices."""
+    L = X.shape[0]
+    X, mask = _shard_probes([X, mask], L)
+    P = _fit_layers(X, y, w, mask, l1, l2, keys, **statics)
+    return jax.tree.map(lambda a: a[:, :L], P)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
+def _fit_grid(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
+    """Jitted core of :func:`fit_grid`."""
     fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
     f = jax.vmap(fit, in_axes=(None, None, None, None, None, None, 0))      # seeds
     f = jax.vmap(f, in_axes=(None, None, None, None, 0, 0, None))           # lambdas
@@ -51,9 +87,8 @@ def fit_grid(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
-def fit_layers(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
-    """Probes for stacked layers X [L, N, D] with masks [L, D], labels y [T, N], lambdas [G],
-    keys [S] -> params with leading axes [T, L, G, S]."""
+def _fit_layers(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
+    """Jitted core of :func:`fit_layers`."""
     fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
     f = jax.vmap(fit, in_axes=(None, None, None, None, None, None, 0))      # seeds
     f = jax.vmap(f, in_axes=(None, None, None, None, 0, 0, None))           # lambdas
