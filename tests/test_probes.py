@@ -180,3 +180,35 @@ def test_control_labels_are_fixed_per_speaker(planted):
     for g in np.unique(td.groups)[:10]:
         assert len(set(c[td.groups == g])) == 1
     assert len(set(c.tolist())) == 3
+
+
+SHARDED = r'''
+import sys, jax, numpy as np, jax.numpy as jnp
+jax.config.update("jax_num_cpu_devices", 2)
+from speechinterp.probes import protocol, elastic_net as EN
+rng = np.random.default_rng(0)
+X = rng.normal(size=(300, 12)).astype(np.float32); y = rng.integers(0, 3, 300)
+masks = (rng.random((5, 12)) > 0.4).astype(np.float32)
+cfg = EN.ProbeConfig(epochs=2, batch_size=50)
+P = protocol.fit_grid(jnp.asarray(X), jnp.asarray(y)[None], jnp.ones(300), jnp.asarray(masks),
+                      jnp.asarray([1e-4]), jnp.asarray([1e-4]), jax.random.PRNGKey(0)[None],
+                      num_classes=3, num_train=300, cfg=cfg)
+assert len(jax.devices()) == 2
+np.save(sys.argv[1], np.asarray(P["W"]))
+'''
+
+
+def test_probe_axis_sharded_over_two_devices_matches_one(tmp_path):
+    import subprocess
+    import sys
+    out = str(tmp_path / "w.npy")
+    r = subprocess.run([sys.executable, "-c", SHARDED, out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    masks = (rng.random((5, 12)) > 0.4).astype(np.float32)
+    P = protocol.fit_grid(jnp.asarray(X), jnp.asarray(y)[None], jnp.ones(300), jnp.asarray(masks),
+                          jnp.asarray([1e-4]), jnp.asarray([1e-4]), jax.random.PRNGKey(0)[None],
+                          num_classes=3, num_train=300, cfg=EN.ProbeConfig(epochs=2, batch_size=50))
+    np.testing.assert_allclose(np.load(out), np.asarray(P["W"]), atol=1e-5)
