@@ -112,23 +112,20 @@ def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train
     nb = max(1, math.ceil(num_train / bs))
     opt = _optimizer(cfg, nb)
     params = init_probe(X.shape[1], num_classes, X.dtype)
-    loss_grad = jax.grad(elastic_net_loss)
+    # every epoch's shuffled batch plan up front, then one flat scan over all steps
+    idx, valid = jax.vmap(lambda k: _batch_plan(k, w, nb, bs))(jax.random.split(key, cfg.epochs))
+    idx, valid = idx.reshape(-1, bs), valid.reshape(-1, bs)
 
-    def batch_step(carry, inputs):
+    def step(carry, inputs):
         params, state = carry
-        idx, valid = inputs
-        g = loss_grad(params, X[idx], y[idx], w[idx] * valid, feature_mask, l1, l2,
-                      cfg.squared_l2)
+        i, v = inputs
+        g = jax.grad(elastic_net_loss)(params, X[i], y[i], w[i] * v, feature_mask, l1, l2,
+                                       cfg.squared_l2)
         updates, state = opt.update(g, state, params)
         return (optax.apply_updates(params, updates), state), None
 
-    def epoch(carry, k):
-        idx, valid = _batch_plan(k, w, nb, bs)
-        return jax.lax.scan(batch_step, carry, (idx, valid))[0], None
-
-    carry = (params, opt.init(params))
-    carry, _ = jax.lax.scan(epoch, carry, jax.random.split(key, cfg.epochs))
-    return carry[0]
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (idx, valid))
+    return params
 
 
 def fit_probe_streaming(batches: "callable", num_features: int, num_classes: int,
