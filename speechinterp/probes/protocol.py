@@ -20,7 +20,9 @@ timings).
 from __future__ import annotations
 
 import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import jax
@@ -57,12 +59,45 @@ def _shard_probes(arrays, n):
     return out
 
 
+# ----------------------------------------------------------------------------- ahead-of-time
+# The shapes of every probe family of a run are known before training starts, so their XLA
+# compilations can run concurrently (compilation is single-threaded) while the first family
+# trains. ``_AOT`` maps (function, argument shapes, statics) to a future compiled executable.
+_AOT: dict = {}
+_POOL = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2)))
+
+
+def _aot_key(fn, args, statics):
+    shapes = tuple((tuple(a.shape), str(a.dtype)) for a in args)
+    return (fn.__name__, shapes, statics["num_classes"], statics["num_train"], statics["cfg"])
+
+
+def precompile(fn, args, statics) -> None:
+    """Start compiling ``fn`` for these argument shapes (ShapeDtypeStructs) in the background."""
+    if len(jax.local_devices()) > 1:
+        return   # sharded inputs: compiled on first call instead
+    key = _aot_key(fn, args, statics)
+    if len(_AOT) > 64:   # bound the executables kept alive across many tasks
+        _AOT.clear()
+    if key not in _AOT:
+        _AOT[key] = _POOL.submit(lambda: fn.lower(*args, **statics).compile())
+
+
+def _call(fn, args, statics):
+    fut = _AOT.get(_aot_key(fn, args, statics))
+    return fut.result()(*args) if fut is not None else fn(*args, **statics)
+
+
+def _sds(shape, dtype=jnp.float32):
+    return jax.ShapeDtypeStruct(tuple(int(s) for s in shape), jnp.dtype(dtype))
+
+
 def fit_grid(X, y, w, mask, l1, l2, keys, **statics):
     """Probes for X [N, D], y [T, N] (task + controls), mask [M, D] (subsets), lambdas [G],
     keys [S] -> params with leading axes [T, M, G, S]; the M axis is sharded over devices."""
     M = mask.shape[0]
     (mask,) = _shard_probes([mask], M)
-    P = _fit_grid(X, y, w, mask, l1, l2, keys, **statics)
+    P = _call(_fit_grid, (X, y, w, mask, l1, l2, keys), statics)
     return jax.tree.map(lambda a: a[:, :M], P)
 
 
@@ -71,7 +106,7 @@ def fit_layers(X, y, w, mask, l1, l2, keys, **statics):
     keys [S] -> params with leading axes [T, L, G, S]; the L axis is sharded over devices."""
     L = X.shape[0]
     X, mask = _shard_probes([X, mask], L)
-    P = _fit_layers(X, y, w, mask, l1, l2, keys, **statics)
+    P = _call(_fit_layers, (X, y, w, mask, l1, l2, keys), statics)
     return jax.tree.map(lambda a: a[:, :L], P)
 
 
@@ -163,6 +198,31 @@ def fit_columns(X, subsets, y, w, l1, l2, key, statics) -> np.ndarray:
     return np.asarray(predict_layers(P["W"], P["b"], Xg, jnp.asarray(mask)))[0, :, 0, 0]
 
 
+def _schedule_compiles(L, N, dmax, ntot, G, S, pcts, width_factor, early_stop, statics):
+    """Queue the compilations of every probe family this run will train."""
+    f32, i32, u32 = jnp.float32, jnp.int32, jnp.uint32
+    common = lambda M, G_, S_: (_sds((N,)), _sds((G_,)), _sds((G_,)), _sds((S_, 2), u32))
+    w_, l1_, l2_, k_ = common(0, G, S)
+    precompile(_fit_layers, (_sds((L, N, dmax)), _sds((2, N), i32), w_, _sds((L, dmax)), l1_,
+                             l2_, k_), statics)
+    w_, l1_, l2_, k_ = common(0, G, 1)
+    precompile(_fit_grid, (_sds((N, ntot)), _sds((1, N), i32), w_, _sds((1, ntot)), l1_, l2_,
+                           k_), statics)
+    w_, l1_, l2_, k_ = common(0, 1, 1)
+    widths = [max(1, int(round(p / 100.0 * ntot))) for p in pcts for _ in SELECTIONS]
+    for grp in width_groups(widths, width_factor):
+        W = max(widths[i] for i in grp)
+        precompile(_fit_layers, (_sds((len(grp), N, W)), _sds((1, N), i32), w_,
+                                 _sds((len(grp), W)), l1_, l2_, k_), statics)
+    sizes = R.minimal_subset_sizes(ntot)
+    for n_grp, grp in enumerate(width_groups(sizes, width_factor)):
+        if early_stop and n_grp >= 2:
+            break
+        W = int(sizes[grp].max())
+        precompile(_fit_grid, (_sds((N, W)), _sds((1, N), i32), w_, _sds((len(grp), W)), l1_,
+                               l2_, k_), statics)
+
+
 def _acc(pred: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
     """Accuracy over the rows ``sel`` along the last axis of ``pred``."""
     return np.mean(pred[..., sel] == y[sel], axis=-1)
@@ -200,6 +260,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     statics = dict(num_classes=C, num_train=ntr, cfg=cfg)
     ctrl = D.control_labels(td, seed)
+    ntot_ = sum(dims)
+    _schedule_compiles(len(layers), len(y), max(dims), ntot_, len(cfg.lambdas), seeds,
+                       ablation_pcts, width_factor, subset_early_stop, statics)
     timings["load"] = time.perf_counter() - t0
 
     # --- layer-wise, task + control, lambdas, seeds: one call
