@@ -209,7 +209,7 @@ def _schedule_compiles(L, N, dmax, ntot, G, S, pcts, width_factor, early_stop, s
     precompile(_fit_grid, (_sds((N, ntot)), _sds((1, N), i32), w_, _sds((1, ntot)), l1_, l2_,
                            k_), statics)
     w_, l1_, l2_, k_ = common(0, 1, 1)
-    widths = [max(1, int(round(p / 100.0 * ntot))) for p in pcts for _ in SELECTIONS]
+    widths = [max(1, int(round(p / 100.0 * ntot))) for p in pcts for _ in SELECTIONS[1:]]
     for grp in width_groups(widths, width_factor):
         W = max(widths[i] for i in grp)
         precompile(_fit_layers, (_sds((len(grp), N, W)), _sds((1, N), i32), w_,
@@ -340,9 +340,15 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     sel_masks = np.zeros((len(sels), ntot), np.float32)
     for i, idx in enumerate(sels):
         sel_masks[i, idx] = 1
-    pred_r = np.zeros((len(sels), len(y)), np.int64)
-    for grp in width_groups([len(s_) for s_ in sels], width_factor):
-        pred_r[grp] = fit_columns(Xall, [sels[i] for i in grp], y, w, l1o, l2o, keys[0], statics)
+    # "top k%" retrains are minimal-subset candidates (the same top-n prefixes): they are read
+    # from that stage below; random and bottom are trained here
+    rest = [i for i, (how, _) in enumerate(sel_keys) if how != "top"]
+    pred_r = {}
+    for grp in width_groups([len(sels[i]) for i in rest], width_factor):
+        ids = [rest[i] for i in grp]
+        for i, p in zip(ids, fit_columns(Xall, [sels[i] for i in ids], y, w, l1o, l2o, keys[0],
+                                         statics)):
+            pred_r[i] = p
     M = len(sels)
     sel_masks = jnp.asarray(sel_masks)
     pred_z = np.asarray(predict_shared(jnp.broadcast_to(oracle_W, (M,) + oracle_W.shape),
@@ -350,9 +356,10 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                                        Xall, sel_masks))
     ablation = {mode: {how: {} for how in SELECTIONS} for mode in ("retrain", "zero_out")}
     for i, (how, pct) in enumerate(sel_keys):
-        ablation["retrain"][how][str(pct)] = float(_acc(pred_r[i], y, te))
+        ablation["retrain"][how][str(pct)] = (float(_acc(pred_r[i], y, te)) if i in pred_r
+                                              else None)
         ablation["zero_out"][how][str(pct)] = float(_acc(pred_z[i], y, te))
-    del pred_r, pred_z
+    del pred_z
     timings["ablation"] = time.perf_counter() - t
 
     # --- minimal subset: every candidate size, prefix masks of the ordering
@@ -374,6 +381,14 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         dev_c[grp], test_c[grp] = _acc(pred, y, dv), _acc(pred, y, te)
         if subset_early_stop and np.any(dev_c[grp] >= target):
             break
+    for i, (how, pct) in enumerate(sel_keys):
+        if how == "top":
+            j = int(np.searchsorted(sizes, len(sels[i])))
+            if j < len(sizes) and sizes[j] == len(sels[i]) and not np.isnan(test_c[j]):
+                ablation["retrain"]["top"][str(pct)] = float(test_c[j])
+            else:   # not trained by an early-stopped subset search
+                p = fit_columns(Xall, [sels[i]], y, w, l1o, l2o, keys[0], statics)[0]
+                ablation["retrain"]["top"][str(pct)] = float(_acc(p, y, te))
     hit = np.flatnonzero(dev_c >= target)
     pick = int(hit[0]) if len(hit) else len(sizes) - 1
     n_min = int(sizes[pick])
