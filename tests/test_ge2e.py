@@ -1,0 +1,137 @@
+"""GE2E (Resemblyzer 0.1.4) port vs resemblyzer's own VoiceEncoder, real weights, real speech.
+
+Weights: ``resemblyzer/pretrained.pt`` of the installed resemblyzer 0.1.4 wheel, converted without
+torch. Speech: espeak-ng utterances (tests/ge2e_speech.py) passed through
+``resemblyzer.preprocess_wav``. Intermediate LSTM outputs of the reference come from single-layer
+``torch.nn.LSTM`` copies of ``VoiceEncoder.lstm``'s three layers run on the same partial mels
+(``compute_partial_slices`` + ``audio.wav_to_mel_spectrogram``, as ``embed_utterance``); the
+stacked copies are checked to reproduce ``VoiceEncoder.forward`` and ``embed_utterance``.
+"""
+import importlib.util
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from ge2e_speech import espeak_wave  # noqa: E402
+
+torch = pytest.importorskip("torch")
+resemblyzer = pytest.importorskip("resemblyzer")
+
+from speechinterp.convert import detect_format, torch_pickle  # noqa: E402
+from speechinterp.convert.keys import CheckpointMismatchError  # noqa: E402
+from speechinterp.convert.resemblyzer_ge2e import convert, params_from_state  # noqa: E402
+from speechinterp.encoders.ge2e import GE2EConfig, mel_frames  # noqa: E402
+
+PT = os.path.join(os.path.dirname(importlib.util.find_spec("resemblyzer").origin),
+                  "pretrained.pt")
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.set_num_threads(1)
+    return convert(PT), resemblyzer.VoiceEncoder(device="cpu", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def wavs():
+    texts = [("Please call Stella and ask her to bring these things with her from the store.",
+              "en-us"),
+             ("Bonjour.", "fr"),
+             ("The rainbow is a division of white light into many beautiful colors.", "en-us+f3")]
+    return [resemblyzer.preprocess_wav(espeak_wave(t, v), 16000) for t, v in texts]
+
+
+def reference_layers(ve, wav):
+    """resemblyzer's embed_utterance, with every LSTM layer's output on the partials."""
+    wav_slices, mel_slices = ve.compute_partial_slices(len(wav), 1.3, 0.75)
+    if wav_slices[-1].stop >= len(wav):
+        wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)), "constant")
+    mel = resemblyzer.audio.wav_to_mel_spectrogram(wav)
+    mels = torch.from_numpy(np.array([mel[s] for s in mel_slices]))
+    outs, h = [], mels
+    with torch.no_grad():
+        for i in range(3):
+            layer = torch.nn.LSTM(h.shape[-1], 256, 1, batch_first=True)
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(layer, f"{n}_l0").copy_(getattr(ve.lstm, f"{n}_l{i}"))
+            h, _ = layer(h)
+            outs.append(h.reshape(-1, 256).numpy())
+        lin = ve.relu(ve.linear(h[:, -1]))
+        partial = (lin / torch.norm(lin, dim=1, keepdim=True)).numpy()
+        np.testing.assert_allclose(partial, ve(mels).numpy(), atol=1e-6)
+    emb = partial.mean(0) / np.linalg.norm(partial.mean(0))
+    return outs + [lin.numpy().mean(0, keepdims=True), emb[None]], len(mel_slices)
+
+
+def test_front_end_matches_librosa(wavs):
+    cfg = GE2EConfig()
+    w = wavs[0]
+    ref = resemblyzer.audio.wav_to_mel_spectrogram(w)
+    got = np.asarray(mel_frames(cfg, jnp.asarray(w[None]), jnp.asarray([len(w)]), len(ref)))[0]
+    # power mel spans orders of magnitude: error relative to the largest value
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def test_every_layer_matches_voice_encoder(models, wavs):
+    enc, ve = models
+    for w in wavs:
+        ref, n_part = reference_layers(ve, w)
+        outs = enc.hidden_states([w])
+        assert [o.shape[1] for o in outs] == [160 * n_part] * 3 + [1, 1]
+        for name, got, want in zip(enc.layer_names, outs, ref):
+            err = np.abs(np.asarray(got[0]) - want).max()
+            assert err < TOL, (name, err)
+        emb = ve.embed_utterance(w)
+        assert np.abs(np.asarray(outs[-1][0, 0]) - emb).max() < TOL
+
+
+def test_padded_batch_equals_single_runs(models, wavs):
+    enc, _ = models
+    batch = enc.hidden_states(wavs)
+    lens = enc.layer_outputs(wavs)[1]
+    for i, w in enumerate(wavs):
+        single = enc.hidden_states([w])
+        for k, (b, s) in enumerate(zip(batch, single)):
+            t = int(lens[k][i])
+            assert t == s.shape[1]
+            assert np.abs(np.asarray(b[i, :t]) - np.asarray(s[0])).max() < 1e-5
+
+
+def test_masks_act_inside_forward(models, wavs):
+    enc, _ = models
+    base = enc.hidden_states([wavs[0]])
+    m = np.ones(256, np.float32)
+    m[7] = 0.0
+    masked = enc.hidden_states([wavs[0]], masks={"lstm1": m})
+    assert np.all(np.asarray(masked[0])[..., 7] == 0)
+    assert np.allclose(np.asarray(masked[0])[..., 8:], np.asarray(base[0])[..., 8:])
+    for k in range(1, 5):
+        assert np.abs(np.asarray(masked[k]) - np.asarray(base[k])).max() > 1e-6
+
+
+def test_format_detection_and_key_errors(tmp_path):
+    assert detect_format(PT) == "resemblyzer_ge2e"
+    state = dict(torch_pickle.load(PT)["model_state"])
+    del state["lstm.bias_hh_l2"]
+    state["lstm.extra"] = np.zeros(3)
+    state["linear.bias"] = np.zeros(255, np.float32)
+    with pytest.raises(CheckpointMismatchError) as e:
+        params_from_state(state, GE2EConfig(), "bad.pt")
+    msg = str(e.value)
+    assert "lstm.bias_hh_l2" in msg and "lstm.extra" in msg and "linear.bias" in msg
+
+
+def test_init_random_changes_weights_not_shapes(models):
+    enc, _ = models
+    rnd = enc.init_random(1)
+    import jax
+    a, b = jax.tree.leaves(enc.params), jax.tree.leaves(rnd.params)
+    assert [x.shape for x in a] == [x.shape for x in b]
+    assert any(np.abs(np.asarray(x) - np.asarray(y)).max() > 0 for x, y in zip(a, b))
+    outs = rnd.hidden_states([np.random.default_rng(0).normal(size=16000).astype(np.float32)])
+    assert np.allclose(np.linalg.norm(np.asarray(outs[-1][0, 0])), 1.0, atol=1e-5)
