@@ -73,6 +73,12 @@ class _Storage:
 def _rebuild_tensor(storage: _Storage, offset, size, stride, *_ignored):
     arr = storage.array
     size, stride = tuple(size), tuple(stride)
+    if getattr(storage, "deferred", False):
+        return None  # legacy first pass: storage bytes not read yet (the pass is redone)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+    if offset < 0 or last >= arr.size:
+        raise pickle.UnpicklingError(
+            f"tensor of size {size} at offset {offset} exceeds its storage ({arr.size} items)")
     if not size:
         return arr[offset].copy()
     itemsize = arr.itemsize
@@ -163,6 +169,7 @@ def _load_legacy(path: str) -> Any:
 
     def defer(key, dtype):
         st = _Storage(b"", dtype)
+        st.deferred = True
         pending[key] = (st, dtype)
         return st
 
@@ -173,6 +180,7 @@ def _load_legacy(path: str) -> Any:
         st, dtype = pending[key]
         nbytes = size * _np_dtype(dtype).itemsize
         st.array = np.frombuffer(buf.read(nbytes), dtype=_np_dtype(dtype))
+        st.deferred = False
     # tensors were rebuilt against empty storages: redo with the data now present
     buf.seek(0)
     for _ in range(3):
