@@ -149,3 +149,23 @@ def test_saved_encoder_loads_with_same_outputs(models, wavs, tmp_path):
     assert back.source_sha256 == enc.source_sha256
     a, b = enc.hidden_states([wavs[1]]), back.hidden_states([wavs[1]])
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+
+
+def test_fetch_wheel_file_extracts_from_a_cached_wheel(tmp_path):
+    """fetch_wheel_file on a cache dir already holding the wheel (no download): same bytes.
+
+    The wheel here is a zip with the installed package's pretrained.pt at the wheel's member path.
+    """
+    import zipfile
+
+    from speechinterp.checkpoint import sha256_of
+    from speechinterp.convert.wheels import fetch_wheel_file
+
+    with zipfile.ZipFile(tmp_path / "Resemblyzer-0.1.4-py3-none-any.whl", "w") as z:
+        z.write(PT, "resemblyzer/pretrained.pt")
+    path = fetch_wheel_file("resemblyzer", "0.1.4", "resemblyzer/pretrained.pt", str(tmp_path))
+    assert sha256_of(path) == sha256_of(PT)
+    assert fetch_wheel_file("resemblyzer", "0.1.4", "resemblyzer/pretrained.pt",
+                            str(tmp_path)) == path
+    with pytest.raises(KeyError):
+        fetch_wheel_file("resemblyzer", "0.1.4", "resemblyzer/missing.pt", str(tmp_path))
