@@ -169,3 +169,16 @@ def test_fetch_wheel_file_extracts_from_a_cached_wheel(tmp_path):
                             str(tmp_path)) == path
     with pytest.raises(KeyError):
         fetch_wheel_file("resemblyzer", "0.1.4", "resemblyzer/missing.pt", str(tmp_path))
+
+
+def test_partial_count_matches_compute_partial_slices():
+    from speechinterp.encoders.ge2e import num_partials
+
+    cfg = GE2EConfig()
+    ns = np.sort(np.concatenate([np.arange(1, 40000, 97), np.arange(40000, 200000, 1531),
+                         [19200 + 160 * 77 * k + d for k in range(4) for d in (-1, 0, 1)]]))
+    want = [len(resemblyzer.VoiceEncoder.compute_partial_slices(int(n), 1.3, 0.75)[1])
+            for n in ns]
+    assert [num_partials(cfg, int(n)) for n in ns] == want
+    assert np.asarray(num_partials(cfg, jnp.asarray(ns, jnp.int32))).tolist() == want
+    assert np.all(np.diff(want) >= 0)   # so the batch's longest row bounds every row's count
