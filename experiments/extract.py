@@ -1,0 +1,102 @@
+"""Extract every layer's utterance vectors into a representation store.
+
+    python -m experiments.extract --encoder=DIR --manifest=FILE --out=STORE
+        [--batch_size=16] [--chunk_size=256] [--masks=FILE.npz] [--dtype=float32|float16]
+        [--distributed]
+
+The manifest is a CSV with ``utt_id``, ``path`` (absolute or relative to the manifest's folder)
+and any property columns, which are copied to the store's utterances.csv. Rows are processed in
+chunks that are committed atomically; a killed run resumes at the first unfinished chunk and
+ends in the same bytes as an uninterrupted one. Unusable audio is skipped, named in a warning and
+listed in STORE/skipped.csv; the rest goes on. ``--masks`` (npz: layer name -> per-neuron
+multiplier) extracts from an ablated encoder.
+"""
+import csv
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from tqdm import tqdm
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("encoder", None, "Encoder directory (experiments.convert output).",
+                    required=True)
+flags.DEFINE_string("manifest", None, "Manifest CSV.", required=True)
+flags.DEFINE_string("out", None, "Store directory.", required=True)
+flags.DEFINE_integer("batch_size", 16, "Utterances per forward pass.")
+flags.DEFINE_integer("chunk_size", 256, "Manifest rows per committed chunk.")
+flags.DEFINE_string("masks", None, "npz of per-neuron multipliers by layer name.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Storage dtype.")
+flags.DEFINE_float("min_seconds", 0.1, "Shorter audio is skipped.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+
+
+def read_manifest(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise app.UsageError(f"{path}: empty manifest")
+    missing = {"utt_id", "path"} - set(rows[0])
+    if missing:
+        raise app.UsageError(f"{path}: manifest lacks column(s) {sorted(missing)}")
+    return rows
+
+
+def main(argv):
+    del argv
+    import jax
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    from speechinterp import audio, encoders, store
+    from speechinterp.extract import layer_dims, length_batches, pooled_vectors
+
+    enc = encoders.load(FLAGS.encoder)
+    masks = dict(np.load(FLAGS.masks)) if FLAGS.masks else None
+    rows = read_manifest(FLAGS.manifest)
+    root = os.path.dirname(os.path.abspath(FLAGS.manifest))
+    name = os.path.basename(os.path.normpath(FLAGS.encoder))
+    layers = list(zip(enc.layer_names, layer_dims(enc)))
+    writer = store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
+                               extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
+                                           "masks": FLAGS.masks})
+    skip_log = os.path.join(FLAGS.out, "skipped.csv")
+    start = writer.done_rows()
+    bar = tqdm(total=len(rows), initial=start, unit="utt", desc=f"extract {name}")
+    t0, done = time.perf_counter(), 0
+    while start < len(rows):
+        stop = min(start + FLAGS.chunk_size, len(rows))
+        waves, kept, skipped = [], [], []
+        for i in range(start, stop):
+            p = rows[i]["path"]
+            p = p if os.path.isabs(p) else os.path.join(root, p)
+            try:
+                waves.append(audio.load_audio(p, enc.sample_rate, FLAGS.min_seconds))
+                kept.append(i)
+            except audio.AudioError as e:
+                logging.warning("skipping %s", e)
+                print(f"skipping {e}", flush=True)
+                skipped.append(i)
+                new = not os.path.exists(skip_log)
+                with open(skip_log, "a", newline="") as f:
+                    w = csv.writer(f)
+                    if new:
+                        w.writerow(["utt_id", "path", "reason"])
+                    w.writerow([rows[i]["utt_id"], p, e.reason])
+        out = [np.zeros((len(kept), d), np.float32) for _, d in layers]
+        for b in length_batches([len(w) for w in waves], FLAGS.batch_size):
+            vecs = pooled_vectors(enc, [waves[j] for j in b], masks)
+            for k, v in enumerate(vecs):
+                out[k][b] = v
+        start = writer.write_chunk(start, out, skipped=skipped)
+        done += len(kept) + len(skipped)
+        bar.update(len(kept) + len(skipped))
+        bar.set_postfix(utt_per_s=f"{done / (time.perf_counter() - t0):.1f}")
+    bar.close()
+    s = writer.finalize()
+    print(f"store {FLAGS.out}: {len(s)} utterances x {s.num_layers} layers "
+          f"({len(rows) - len(s)} skipped)")
+
+
+if __name__ == "__main__":
+    app.run(main)
