@@ -40,7 +40,8 @@ def main(argv):
     sr_in = espeak.sample_rate()
     for i, r in enumerate(tqdm(rows, desc="synthesising", unit="utt")):
         rng = np.random.default_rng([FLAGS.seed, i])
-        wav = espeak.synthesize(r["text"], r["voice"], r["rate"], r["pitch"], r["pitch_range"])
+        wav = espeak.synthesize(r["text"], r["voice"], r["rate"], r["pitch"], r["pitch_range"],
+                                seed=FLAGS.seed * 100003 + i)
         x = librosa.resample(wav.astype(np.float32) / 32768.0, orig_sr=sr_in, target_sr=16000)
         y = channels.apply_channel(x, 16000, r["channel"], rng)
         r["path"] = f"wav/{r['utt_id']}.wav"

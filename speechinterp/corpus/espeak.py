@@ -48,9 +48,13 @@ def sample_rate() -> int:
 
 
 def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50,
-               pitch_range: int = 50) -> np.ndarray:
-    """int16 speech of ``text`` (22050 Hz) for an espeak ``voice`` (``lang+variant``)."""
+               pitch_range: int = 50, seed: int = 0) -> np.ndarray:
+    """int16 speech of ``text`` (22050 Hz) for an espeak ``voice`` (``lang+variant``).
+
+    Breathy variants draw random noise: ``espeak_ng_SetRandSeed(seed)`` before each utterance
+    makes the output reproducible."""
     lib, _ = _lib()
+    lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
     if lib.espeak_SetVoiceByName(voice.encode()) != 0:
         raise ValueError(f"espeak voice {voice!r} not found")
     for p, v in ((RATE, rate), (PITCH, pitch), (RANGE, pitch_range)):
