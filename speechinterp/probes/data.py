@@ -86,9 +86,9 @@ def stratified_split(labels: np.ndarray, seed: int, fractions=(0.7, 0.15, 0.15))
 def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
     """Labels (empty cells skipped), classes, and the split for ``task``.
 
-    The store's ``split`` column is used when it has one; otherwise a stratified split with a
-    fixed seed, speaker-disjoint when a ``speaker`` column exists and the task is not speaker
-    identity.
+    Speaker identity always gets a stratified split of the utterances. Other tasks use the
+    store's ``split`` column when it has one; otherwise a stratified split with a fixed seed,
+    speaker-disjoint when a ``speaker`` column exists.
     """
     labels_all = np.array(store.column(task), dtype=object)
     has = np.array([str(v).strip() != "" for v in labels_all])
@@ -103,9 +103,13 @@ def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
               if store.has_column("speaker") else None)
     split_col = (np.array(store.column("split"), dtype=object)[rows].astype(str)
                  if store.has_column("split") else None)
-    if split_col is not None and all(s in SPLIT_NAMES for s in split_col):
+    if task in SPEAKER_TASKS:
+        # speaker identity needs every speaker in every split: a stratified split of the
+        # utterances (a store's split column is speaker-disjoint for the other tasks)
+        split = stratified_split(y, seed)
+    elif split_col is not None and all(s in SPLIT_NAMES for s in split_col):
         split = np.array([SPLIT_NAMES.index(s) for s in split_col], np.int32)
-    elif groups is not None and task not in SPEAKER_TASKS:
+    elif groups is not None:
         split = speaker_disjoint_split(y, groups, seed)
     else:
         split = stratified_split(y, seed)
