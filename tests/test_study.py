@@ -1,0 +1,70 @@
+"""The whole study on the tiny preset (built-in corpus, real GE2E weights, a trained CNN, random
+baselines), and in-encoder masking for the bias analysis."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from speechinterp.analysis import bias
+from speechinterp.encoders.cnn import CNNEncoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tmp_path):
+    out = str(tmp_path / "study")
+    cmd = [sys.executable, "-m", "experiments.run_study",
+           "--config=experiments/configs/study_tiny.py", f"--out={out}"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in ("report.md", "report.html", "results.json", "figures/eer.png",
+              "figures/layerwise_gender.png", "figures/overlap.png", "figures/bias.png"):
+        assert os.path.getsize(os.path.join(out, f)) > 0, f
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert set(res["encoders"]) == {"ge2e", "ge2e_random", "cnn_accent", "cnn_accent_random"}
+    ge2e = res["encoders"]["ge2e"]["probes"]
+    # the real speaker encoder finds gender and channel; controls stay near chance
+    best = lambda p: max(l["accuracy"] for l in ge2e[p]["layers"])
+    assert best("gender") > 0.9 and best("channel") > 0.6
+    assert best("speaker") > 0.5   # 21 speakers: chance is about 0.05
+    for p in ("gender", "channel"):
+        for l in ge2e[p]["layers"]:
+            assert l["control_accuracy"] < ge2e[p]["majority_accuracy"] + 0.25
+    assert len(res["findings"]) == 9
+    assert res["eer"]["ge2e"]["eer"][-1] < res["eer"]["ge2e_random"]["eer"][-1]
+    assert res["bias"]["cnn_accent"]["masked_neurons"] > 0
+    # a rerun skips every finished stage
+    r2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r2.returncode == 0 and "running" not in "".join(
+        l for l in r2.stdout.splitlines() if l.startswith("[stage]"))
+
+
+def test_in_encoder_masking_changes_only_what_it_should():
+    enc = CNNEncoder.from_preset("tiny", seed=0, n_classes=3, classes=("a", "b", "c"))
+    rng = np.random.default_rng(0)
+    waves = [rng.normal(0, 0.1, 16000).astype(np.float32) for _ in range(3)]
+    names = enc.layer_names
+    dims = [h.shape[-1] for h in enc.hidden_states(waves)]
+    none = bias.layer_masks([], names, dims, count=0)
+    np.testing.assert_array_equal(bias.predict_classes(enc, waves, none),
+                                  bias.predict_classes(enc, waves))
+    k = names.index("cnn3")
+    masks = bias.layer_masks([[k, 0], [k, 1]], names, dims, count=2)
+    ref, hid = enc.hidden_states(waves), enc.hidden_states(waves, masks=masks)
+    for i in range(k):                          # earlier layers untouched
+        np.testing.assert_array_equal(np.asarray(ref[i]), np.asarray(hid[i]))
+    assert np.all(np.asarray(hid[k])[..., :2] == 0)
+    np.testing.assert_array_equal(np.asarray(ref[k])[..., 2:], np.asarray(hid[k])[..., 2:])
+    assert not np.allclose(np.asarray(ref[k + 1]), np.asarray(hid[k + 1]))
+    logits = np.asarray(enc.predict_logits(waves, masks=masks))
+    assert not np.allclose(logits, np.asarray(enc.predict_logits(waves)))
+
+
+def test_group_accuracy():
+    acc = bias.group_accuracy(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]),
+                              np.array(["f", "f", "m", "m"]))
+    assert acc == {"f": 1.0, "m": 0.5, "all": 0.75, "gap": 0.5}
