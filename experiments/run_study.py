@@ -102,13 +102,33 @@ def convert_pretrained(cfg, out):
     return encs
 
 
+def utterance_split_manifest(manifest: str, d: str) -> str:
+    """A copy of the manifest without its (speaker-disjoint) split column, so that a
+    speaker-identity network is trained and tested on every speaker."""
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    root = os.path.dirname(os.path.abspath(manifest))
+    cols = [c for c in rows[0] if c != "split"]
+    path = os.path.join(d, "manifest_no_split.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            r["path"] = r["path"] if os.path.isabs(r["path"]) else os.path.join(root, r["path"])
+            w.writerow(r)
+    return path
+
+
 def train_cnns(cfg, out, manifest, corpus_key):
+    from speechinterp.probes.data import SPEAKER_TASKS
     encs = {}
     for name, prop in cfg.task_cnns.items():
-        inputs = {"corpus": corpus_key, "property": prop, **dict(cfg.cnn), "seed": cfg.seed}
+        inputs = {"corpus": corpus_key, "property": prop, **dict(cfg.cnn), "seed": cfg.seed,
+                  "utterance_split": prop in SPEAKER_TASKS}
 
         def go(d, prop=prop):
-            run_module("experiments.train_encoder", f"--manifest={manifest}", f"--property={prop}",
+            m = utterance_split_manifest(manifest, d) if prop in SPEAKER_TASKS else manifest
+            run_module("experiments.train_encoder", f"--manifest={m}", f"--property={prop}",
                        f"--out={d}/encoder", f"--preset={cfg.cnn.preset}",
                        f"--epochs={cfg.cnn.epochs}", f"--batch_size={cfg.cnn.batch_size}",
                        f"--lr={cfg.cnn.lr}", f"--crop_seconds={cfg.cnn.crop_seconds}",
@@ -226,9 +246,13 @@ def gender_bias(cfg, encs, manifest):
     salient for gender are masked inside the encoder (pure-function masking)."""
     from speechinterp import encoders, store as S
     from speechinterp.analysis import bias as B
+    from speechinterp.probes.data import SPEAKER_TASKS
     out = {}
     for name, e in encs.items():
-        if e["kind"] != "task_cnn" or e["random"] or cfg.bias.protected not in e["probes"]:
+        # a speaker-identity network has no held-out utterances we can name here (its own
+        # training split is internal), so bias is measured on the other task networks
+        if (e["kind"] != "task_cnn" or e["random"] or cfg.bias.protected not in e["probes"]
+                or e.get("trained_for") in SPEAKER_TASKS):
             continue
         enc = encoders.load(e["dir"])
         st = S.open_store(e["store"])
