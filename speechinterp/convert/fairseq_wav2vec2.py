@@ -270,9 +270,10 @@ def convert(path: str, normalize=None, dtype: str = "float32", **options):
     cfg.dtype = dtype
     cfg.__post_init__()
     state = model_state(ckpt)
+    del ckpt                                  # optimizer state and the like
     check_state_dict(state, expected_fairseq_shapes(cfg, "post_extract_proj.weight" in state),
                      path)
-    params = params_from_hf_state(to_hf_names(state, cfg), cfg, source=path)
+    params = params_from_hf_state(to_hf_names(state, cfg), cfg, source=path, consume=True)
     norm = _parse_bool(normalize) if normalize is not None else bool(task_cfg.get("normalize",
                                                                                    False))
     return make_encoder(cfg, params, norm, sha256_of(path))

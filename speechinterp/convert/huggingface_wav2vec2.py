@@ -83,7 +83,7 @@ def base_model_state(state: dict) -> dict:
     for prefix in BASE_PREFIXES:
         if any(k.startswith(prefix) for k in state):
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return dict(state)
+    return state
 
 
 def pos_conv_naming(state: dict) -> str:
@@ -168,20 +168,26 @@ def fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (g * v / norm).astype(np.float32)
 
 
-def params_from_hf_state(state: dict, cfg: Wav2Vec2Config, source: str = "checkpoint") -> dict:
-    """Our parameter tree from a HF base-model state dict (checked key by key, shape by shape)."""
-    state = base_model_state(state)
+def params_from_hf_state(state: dict, cfg: Wav2Vec2Config, source: str = "checkpoint",
+                         consume: bool = False) -> dict:
+    """Our parameter tree from a HF base-model state dict (checked key by key, shape by shape).
+
+    ``consume=True`` empties ``state`` while converting, so that the file's arrays are freed as
+    soon as their converted copies exist (peak memory: one model, not two).
+    """
+    state = base_model_state(state if consume else dict(state))
     naming = pos_conv_naming(state)
     check_state_dict(state, expected_shapes(cfg, naming), source, ignore=IGNORED)
-    f32 = lambda k: np.asarray(state[k], np.float32)
+    f32 = lambda k: np.array(state.pop(k), np.float32)
     lin = lambda k: {"kernel": np.ascontiguousarray(f32(k + ".weight").T), "bias": f32(k + ".bias")}
     ln = lambda k: {"scale": f32(k + ".weight"), "bias": f32(k + ".bias")}
     conv_k = lambda w: np.ascontiguousarray(np.transpose(np.asarray(w, np.float32), (2, 1, 0)))
+    pop = state.pop
 
     params = {"conv_layers": {}}
     for i in range(len(cfg.conv_dim)):
         pre = f"feature_extractor.conv_layers.{i}."
-        p = {"kernel": conv_k(state[pre + "conv.weight"])}
+        p = {"kernel": conv_k(pop(pre + "conv.weight"))}
         if cfg.conv_bias:
             p["bias"] = f32(pre + "conv.bias")
         if cfg.feat_extract_norm == "layer" or i == 0:
@@ -194,17 +200,17 @@ def params_from_hf_state(state: dict, cfg: Wav2Vec2Config, source: str = "checkp
 
     pc = "encoder.pos_conv_embed."
     if cfg.pos_conv_depth > 1:
-        pos = {f"conv_{i}": {"kernel": conv_k(state[pc + f"layers.{i}.conv.weight"]),
+        pos = {f"conv_{i}": {"kernel": conv_k(pop(pc + f"layers.{i}.conv.weight")),
                              "bias": f32(pc + f"layers.{i}.conv.bias")}
                for i in range(cfg.pos_conv_depth)}
     else:
         if naming == "parametrizations":
-            w = fold_weight_norm(state[pc + "conv.parametrizations.weight.original0"],
-                                 state[pc + "conv.parametrizations.weight.original1"])
+            w = fold_weight_norm(pop(pc + "conv.parametrizations.weight.original0"),
+                                 pop(pc + "conv.parametrizations.weight.original1"))
         elif naming == "legacy":
-            w = fold_weight_norm(state[pc + "conv.weight_g"], state[pc + "conv.weight_v"])
+            w = fold_weight_norm(pop(pc + "conv.weight_g"), pop(pc + "conv.weight_v"))
         else:
-            w = state[pc + "conv.weight"]
+            w = pop(pc + "conv.weight")
         pos = {"conv_0": {"kernel": conv_k(w), "bias": f32(pc + "conv.bias")}}
         if cfg.pos_conv_batch_norm:
             bn = pc + "batch_norm."
@@ -279,5 +285,5 @@ def convert(path: str, normalize=None, dtype: str = "float32", **options):
     cfg = config_from_hf(hf_cfg)
     cfg.dtype = dtype
     cfg.__post_init__()
-    params = params_from_hf_state(state, cfg, source=path)
+    params = params_from_hf_state(state, cfg, source=path, consume=True)
     return make_encoder(cfg, params, read_normalize(path, cfg, normalize), sha256_of(path))

@@ -192,7 +192,21 @@ def receptive_field(kernels, strides) -> int:
 
 # ---- the forward pass ---------------------------------------------------------------------
 def feature_encoder(params, cfg, waveforms, lengths):
-    """Conv feature encoder: [B, S] -> ([B, T, C] float32, valid frames [B])."""
+    """Conv feature encoder: [B, S] -> ([B, T, C] float32, valid frames [B]).
+
+    On CPU the utterances go through the conv stack one at a time (``lax.map``): the first
+    conv's output is the largest activation of the model (512 channels at 1/5 of the sample
+    rate), and one utterance at a time keeps the peak memory at a fraction of the batch's.
+    """
+    if jax.default_backend() == "cpu" and waveforms.shape[0] > 1:
+        h, n = jax.lax.map(lambda a: feature_encoder_batch(params, cfg, a[0][None], a[1][None]),
+                           (waveforms, lengths))
+        return h[:, 0], n[:, 0]
+    return feature_encoder_batch(params, cfg, waveforms, lengths)
+
+
+def feature_encoder_batch(params, cfg, waveforms, lengths):
+    """The conv stack on a batch [B, S] -> ([B, T, C] float32, valid frames [B])."""
     cd = compute_dtype(cfg)
     act = ACTIVATIONS[cfg.feat_extract_activation]
     lens = conv_output_lengths(lengths, cfg.conv_kernel, cfg.conv_stride)
@@ -212,12 +226,18 @@ def feature_encoder(params, cfg, waveforms, lengths):
 
 
 def group_norm_valid(h, p, lengths, eps=1e-5):
-    """GroupNorm with one group per channel over the valid frames only (torch ``GroupNorm``)."""
-    m = frame_mask(lengths, h.shape[1]).astype(jnp.float32)[..., None]
-    cnt = jnp.maximum(m.sum(1, keepdims=True), 1.0)
-    mu = (h * m).sum(1, keepdims=True) / cnt
-    var = (jnp.square(h - mu) * m).sum(1, keepdims=True) / cnt
-    return (h - mu) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    """GroupNorm with one group per channel over the valid frames only (torch ``GroupNorm``).
+
+    The sums over time are matrix products with the frame mask (on CPU, XLA runs these ~20x
+    faster than the equivalent masked column reductions).
+    """
+    hi = jax.lax.Precision.HIGHEST
+    m = frame_mask(lengths, h.shape[1]).astype(jnp.float32)
+    cnt = jnp.maximum(m.sum(1), 1.0)[:, None]
+    mu = jnp.einsum("bt,btc->bc", m, h, precision=hi) / cnt
+    d = h - mu[:, None]
+    var = jnp.einsum("bt,btc->bc", m, d * d, precision=hi) / cnt
+    return d * (jax.lax.rsqrt(var + eps) * p["scale"])[:, None] + p["bias"]
 
 
 def _same_pad_conv(x, p, cfg, cd):
