@@ -336,12 +336,20 @@ def forward(params, cfg, waveforms, lengths, masks=None):
 
 
 # ---- random parameters --------------------------------------------------------------------
+def numpy_rng(rng) -> np.random.Generator:
+    """A numpy generator seeded by a JAX PRNG key (one small jitted call per array would make
+    initialising a large model slow)."""
+    data = np.asarray(jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+                      else rng).ravel()
+    return np.random.default_rng([int(x) for x in data])
+
+
 def _normal(rng, shape, std):
-    return np.asarray(jax.random.normal(rng, shape, jnp.float32) * std)
+    return (rng.standard_normal(shape) * std).astype(np.float32)
 
 
 def _uniform(rng, shape, bound):
-    return np.asarray(jax.random.uniform(rng, shape, jnp.float32, -bound, bound))
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
 def _norm_params(d):
@@ -354,25 +362,25 @@ def _linear(rng, din, dout, std=0.02):
 
 def init_common(rng, cfg):
     """Random parameters (HF ``_init_weights`` style) for everything except attention extras."""
-    keys = iter(jax.random.split(rng, 64 + 8 * cfg.num_hidden_layers))
+    gen = numpy_rng(rng)
     params = {"conv_layers": {}}
     cin = 1
     for i, (c, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
-        p = {"kernel": _normal(next(keys), (k, cin, c), math.sqrt(2.0 / (cin * k)))}
+        p = {"kernel": _normal(gen, (k, cin, c), math.sqrt(2.0 / (cin * k)))}
         if cfg.conv_bias:
-            p["bias"] = _uniform(next(keys), (c,), math.sqrt(1.0 / (cin * k)))
+            p["bias"] = _uniform(gen, (c,), math.sqrt(1.0 / (cin * k)))
         if cfg.feat_extract_norm == "layer" or i == 0:
             p["norm"] = _norm_params(c)
         params["conv_layers"][f"conv_{i}"] = p
         cin = c
     d, c = cfg.hidden_size, cfg.conv_dim[-1]
-    fp = {"projection": {"kernel": _uniform(next(keys), (c, d), math.sqrt(1.0 / c)),
-                         "bias": _uniform(next(keys), (d,), math.sqrt(1.0 / c))}}
+    fp = {"projection": {"kernel": _uniform(gen, (c, d), math.sqrt(1.0 / c)),
+                         "bias": _uniform(gen, (d,), math.sqrt(1.0 / c))}}
     if cfg.feat_proj_layer_norm:
         fp["layer_norm"] = _norm_params(c)
     params["feature_projection"] = fp
     k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
-    pos = {f"conv_{i}": {"kernel": _normal(next(keys), (k, d // g, d), 2 * math.sqrt(1.0 / (k * d))),
+    pos = {f"conv_{i}": {"kernel": _normal(gen, (k, d // g, d), 2 * math.sqrt(1.0 / (k * d))),
                          "bias": np.zeros(d, np.float32)}
            for i in range(max(cfg.pos_conv_depth, 1))}
     if cfg.pos_conv_batch_norm:
@@ -383,10 +391,10 @@ def init_common(rng, cfg):
     layers = {}
     for i in range(cfg.num_hidden_layers):
         layers[f"layer_{i}"] = {
-            "qkv": _linear(next(keys), d, 3 * d), "out": _linear(next(keys), d, d),
+            "qkv": _linear(gen, d, 3 * d), "out": _linear(gen, d, d),
             "attn_norm": _norm_params(d), "final_norm": _norm_params(d),
-            "ffn_in": _linear(next(keys), d, cfg.intermediate_size),
-            "ffn_out": _linear(next(keys), cfg.intermediate_size, d)}
+            "ffn_in": _linear(gen, d, cfg.intermediate_size),
+            "ffn_out": _linear(gen, cfg.intermediate_size, d)}
     params["layers"] = layers
     return params
 

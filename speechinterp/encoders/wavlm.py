@@ -30,8 +30,8 @@ import numpy as np
 
 from speechinterp.encoders.base import apply_layer_mask, register
 from speechinterp.encoders.wav2vec2 import (Wav2Vec2Config, _normal, _Wav2Vec2Base, compute_dtype,
-                                            dense, encoder_input, init_common, self_attention,
-                                            transformer_layer)
+                                            dense, encoder_input, init_common, numpy_rng,
+                                            self_attention, transformer_layer)
 
 
 def relative_position_buckets(t: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -96,14 +96,14 @@ class WavLMEncoder(_Wav2Vec2Base):
         cfg = self.config
         k0, k1 = jax.random.split(rng)
         params = init_common(k0, cfg)
-        keys = jax.random.split(k1, cfg.num_hidden_layers + 1)
+        gen = numpy_rng(k1)
         for i in range(cfg.num_hidden_layers):
             p = params["layers"][f"layer_{i}"]
             p["gru_rel_pos_const"] = np.ones(cfg.num_attention_heads, np.float32)
-            p["gru_rel_pos_linear"] = {"kernel": _normal(keys[i], (cfg.head_dim, 8), 0.02),
+            p["gru_rel_pos_linear"] = {"kernel": _normal(gen, (cfg.head_dim, 8), 0.02),
                                        "bias": np.zeros(8, np.float32)}
         params["layers"]["layer_0"]["rel_attn_embed"] = _normal(
-            keys[-1], (cfg.num_buckets, cfg.num_attention_heads), 0.02)
+            gen, (cfg.num_buckets, cfg.num_attention_heads), 0.02)
         return params
 
 
