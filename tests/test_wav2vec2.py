@@ -21,35 +21,12 @@ import w2v_helpers as H  # noqa: E402
 
 from speechinterp.encoders.wav2vec2 import conv_output_lengths  # noqa: E402
 
-LENGTHS = (2500, 4111, 3201)
 W2V_VARIANTS = [v for v in H.VARIANTS if not v.startswith("wavlm")]
-
-
-def check_variant(name):
-    model = H.make_hf(name)
-    enc = H.to_encoder(model)
-    L = model.config.num_hidden_layers
-    assert enc.layer_names == ["cnn"] + [f"layer_{i}" for i in range(L + 1)]
-    ws = H.waves(LENGTHS)
-    refs = [H.hf_layers(model, w) for w in ws]
-    assert len(refs[0]) == L + 2
-    # one utterance alone (bucketed: padded inside the encoder, masked)
-    single = H.max_layer_diffs(enc.hidden_states([ws[0]]), refs[0])
-    assert max(single) < H.TOL, (name, single)
-    # a padded batch of different lengths: every row equals its utterance run alone in HF
-    outs, out_lens = enc.layer_outputs(ws)
-    hf_lens = model._get_feat_extract_output_lengths(torch.tensor(LENGTHS)).numpy()
-    for lens in out_lens:
-        np.testing.assert_array_equal(np.asarray(lens), hf_lens)
-    for b in range(len(ws)):
-        diffs = H.max_layer_diffs(outs, refs[b], row=b)
-        assert max(diffs) < H.TOL, (name, b, diffs)
-    return single
 
 
 @pytest.mark.parametrize("name", W2V_VARIANTS)
 def test_matches_transformers_single_and_batched(name):
-    check_variant(name)
+    H.check_variant(name)
 
 
 def test_group_norm_statistics_exclude_padding():

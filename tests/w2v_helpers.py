@@ -58,13 +58,17 @@ def hf_config(name, **extra):
 
 def perturb(model, seed=0):
     """Move the parameters HF initialises to constants (norms, biases, BN statistics, WavLM gate
-    constants) off those constants, so that every parameter's mapping is exercised."""
+    constants) off those constants, and give WavLM's bucket table and gate projection unit scale
+    (HF's std 0.02 would make the position bias negligible), so that every parameter's mapping
+    is exercised."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if ("norm" in n or n.endswith("bias") or "gru_rel_pos_const" in n
                     or "original0" in n):
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
+            if "rel_attn_embed" in n or "gru_rel_pos_linear" in n:   # HF init: std 0.02
+                p.add_(torch.randn(p.shape, generator=g))
         for n, b in model.named_buffers():
             if n.endswith("running_mean"):
                 b.add_(0.3 * torch.randn(b.shape, generator=g))
@@ -114,6 +118,34 @@ def max_layer_diffs(ours, ref, row=0):
         assert h.shape[0] >= r.shape[0] and h.shape[1] == r.shape[1], (h.shape, r.shape)
         diffs.append(float(np.abs(h[:r.shape[0]] - r).max()))
     return diffs
+
+
+VARIANT_LENGTHS = (2500, 4111, 3201)
+
+
+def check_variant(name):
+    model = make_hf(name)
+    enc = to_encoder(model)
+    L = model.config.num_hidden_layers
+    assert enc.layer_names == ["cnn"] + [f"layer_{i}" for i in range(L + 1)]
+    ws = waves(VARIANT_LENGTHS)
+    refs = [hf_layers(model, w) for w in ws]
+    assert len(refs[0]) == L + 2
+    # one utterance alone (bucketed: padded inside the encoder, masked)
+    single = max_layer_diffs(enc.hidden_states([ws[0]]), refs[0])
+    assert max(single) < TOL, (name, single)
+    # a padded batch of different lengths: every row equals its utterance run alone in HF
+    outs, out_lens = enc.layer_outputs(ws)
+    hf_lens = model._get_feat_extract_output_lengths(torch.tensor(VARIANT_LENGTHS)).numpy()
+    for lens in out_lens:
+        np.testing.assert_array_equal(np.asarray(lens), hf_lens)
+    worst = 0.0
+    for b in range(len(ws)):
+        diffs = max_layer_diffs(outs, refs[b], row=b)
+        assert max(diffs) < TOL, (name, b, diffs)
+        worst = max(worst, max(diffs))
+    print(f"{name}: max |ours - HF| single {max(single):.2e}, padded batch {worst:.2e}")
+    return max(single), worst
 
 
 # ---- fairseq naming ----------------------------------------------------------------------
