@@ -169,11 +169,13 @@ def fairseq_state(hf_state, cfg):
             n = "post_extract_proj." + k.rsplit(".", 1)[1]
         elif k.startswith("feature_projection.layer_norm."):
             n = "layer_norm." + k.rsplit(".", 1)[1]
+        elif k.startswith("encoder.pos_conv_embed.batch_norm."):
+            n = "encoder.pos_conv.0." + k.rsplit(".", 1)[1]
         elif k.startswith("encoder.pos_conv_embed.conv."):
             rest = k[len("encoder.pos_conv_embed.conv."):]
             rest = {"parametrizations.weight.original0": "weight_g",
                     "parametrizations.weight.original1": "weight_v"}.get(rest, rest)
-            n = "encoder.pos_conv.0." + rest
+            n = f"encoder.pos_conv.{1 if cfg.pos_conv_batch_norm else 0}." + rest
         elif k.startswith("encoder.layers."):
             n = (k.replace(".attention.", ".self_attn.")
                   .replace(".layer_norm.", ".self_attn_layer_norm.")
