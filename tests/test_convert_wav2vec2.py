@@ -141,6 +141,7 @@ def test_task_models_and_every_model_type(tmp_path, name, head):
     ("w2v_base_bias_odd", "args", {}),
     ("hubert_bn", "cfg", {"conv_pos_batch_norm": True}),
     ("w2v_large_nobias_even", "finetuned", {}),
+    ("data2vec", "cfg", {"pos_conv_depth": 3, "conv_pos": 15}),   # kernel max(3, 15 // 3)
 ])
 def test_fairseq_checkpoints(tmp_path, name, layout, extra):
     model = H.make_hf(name)

@@ -169,6 +169,9 @@ def fairseq_state(hf_state, cfg):
             n = "post_extract_proj." + k.rsplit(".", 1)[1]
         elif k.startswith("feature_projection.layer_norm."):
             n = "layer_norm." + k.rsplit(".", 1)[1]
+        elif k.startswith("encoder.pos_conv_embed.layers."):          # data2vec-style stack
+            i, rest = k.split(".")[3], k.split(".", 5)[5]
+            n = f"encoder.pos_conv.{i}.0.{rest}"
         elif k.startswith("encoder.pos_conv_embed.batch_norm."):
             n = "encoder.pos_conv.0." + k.rsplit(".", 1)[1]
         elif k.startswith("encoder.pos_conv_embed.conv."):
