@@ -61,7 +61,8 @@ def save_fairseq(path, model, name="wav2vec2", task=None, layout="cfg", extra_cf
                                   "w2v_args": {"model": model_cfg, "task": task}},
                         "task": {"normalize": task.get("normalize", False)}},
                 "model": state, "optimizer_history": []}
-    torch.save(ckpt, path)
+    # the old-args layout is written in torch's legacy (pre-zip) format, as old fairseq files are
+    torch.save(ckpt, path, _use_new_zipfile_serialization=layout != "args")
     return path
 
 
