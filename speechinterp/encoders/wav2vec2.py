@@ -306,7 +306,8 @@ def transformer_layer(p, cfg, x, key_valid, attend=None):
 
 
 def encoder_input(params, cfg, waveforms, lengths, masks):
-    """Feature encoder, projection and positional conv: (cnn [B,T,C], layer_0 [B,T,D], frames)."""
+    """Feature encoder, projection, positional conv: (cnn [B,T,C], layer_0 [B,T,D], frames [B],
+    valid-frame mask [B, T])."""
     cd = compute_dtype(cfg)
     feats, n = feature_encoder(params, cfg, waveforms, lengths)
     feats = apply_layer_mask(feats, masks, "cnn")
