@@ -132,6 +132,9 @@ class HyperParams:
             out = _REF.sub(lambda m: str(self._lookup(m.group(1), seen)), text)
             num = _arith(out)
             return out if num is None else num
+        if isinstance(v, Tagged) and v.kind == "tuple":
+            val = self.resolve(v.value, seen)
+            return tuple(ast.literal_eval(val) if isinstance(val, str) else val)
         if isinstance(v, Tagged):
             return Tagged(v.kind, v.target, self.resolve(v.value, seen))
         if isinstance(v, dict):
