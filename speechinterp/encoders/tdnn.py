@@ -8,11 +8,11 @@ embedding is the ``embedding_model`` output; the ``mean_var_norm_emb`` of the pu
 checkpoints is only applied by ``encode_batch(normalize=True)`` and is not part of this port.
 
 SpeechBrain's ``Conv1d`` pads ``"same"`` with ``padding_mode="reflect"`` (``d (k - 1) / 2``
-frames on each side). Reflection happens at each utterance's own last valid frame: every
-conv with ``k > 1`` gathers its taps through per-utterance reflected indices, so a padded batch
-gives exactly what each utterance gives alone (valid frames never read padding frames; padding
-frames are zeroed in every output). BatchNorm uses its running statistics (eval mode, eps 1e-5);
-dropout is off.
+frames on each side). Reflection happens at each utterance's own last valid frame: before
+every conv with ``k > 1`` the batch is re-padded by one gather of per-utterance reflected
+indices, then convolved VALID, so a padded batch gives exactly what each utterance gives alone
+(valid frames never read padding frames; padding frames are zeroed in every output).
+BatchNorm uses its running statistics (eval mode, eps 1e-5); dropout is off.
 
 ``xvector`` layers (frame level unless said):
 
@@ -158,32 +158,30 @@ def _check_kernels(kernels):
 
 # ---------------------------------------------------------------------------------------
 # building blocks (x: [B, T, C] channels last, n: [B] valid frames)
-def _reflect_indices(n, t_len: int, offsets):
-    """[B, T, K] indices of frame ``t + o`` reflected at 0 and at ``n - 1`` (``F.pad`` reflect)."""
-    j = jnp.arange(t_len)[None, :, None] + jnp.asarray(offsets)[None, None, :]
-    last = (n - 1)[:, None, None]
-    j = jnp.abs(j)
-    j = jnp.where(j > last, 2 * last - j, j)
-    return jnp.clip(j, 0, last)           # only padding frames (t >= n) ever need the clip
+def _reflect_pad(x, n, pad: int):
+    """[B, T + 2 pad, C]: frame ``j`` holds frame ``j - pad`` reflected at 0 and at ``n - 1``.
+
+    ``F.pad(mode="reflect")`` applied at each utterance's own length (one gather); frames past
+    ``n + pad`` (padding of the batch) hold clipped copies that no valid output reads.
+    """
+    b, t, _ = x.shape
+    j = jnp.abs(jnp.arange(t + 2 * pad)[None, :] - pad)
+    last = (n - 1)[:, None]
+    j = jnp.clip(jnp.where(j > last, 2 * last - j, j), 0, last)
+    return x[jnp.arange(b)[:, None], j]
 
 
 def conv1d(p, x, n, dilation: int = 1, groups: int = 1):
     """SpeechBrain ``Conv1d`` (stride 1, padding "same", reflect) with per-utterance reflection."""
     w = p["kernel"]                                            # [k, C_in / G, O]
-    k, cg, o = w.shape
-    b, t, c = x.shape
-    if k == 1:
-        xs = x[:, :, None, :]
-    else:
-        pad = dilation * (k - 1) // 2
-        idx = _reflect_indices(n, t, [i * dilation - pad for i in range(k)])
-        xs = x[jnp.arange(b)[:, None, None], idx]             # [B, T, k, C]
-    if groups == 1:
-        y = jnp.einsum("btkc,kco->bto", xs, w, precision=HI)
-    else:
-        xs = xs.reshape(b, t, k, groups, cg)
-        wg = w.reshape(k, cg, groups, o // groups)
-        y = jnp.einsum("btkgc,kcgo->btgo", xs, wg, precision=HI).reshape(b, t, o)
+    k = w.shape[0]
+    if k == 1 and groups == 1:
+        return jnp.dot(x, w[0], precision=HI) + p["bias"]
+    if k > 1:
+        x = _reflect_pad(x, n, dilation * (k - 1) // 2)
+    y = jax.lax.conv_general_dilated(x, w, (1,), "VALID", rhs_dilation=(dilation,),
+                                     dimension_numbers=("NWC", "WIO", "NWC"),
+                                     feature_group_count=groups, precision=HI)
     return y + p["bias"]
 
 
