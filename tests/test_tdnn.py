@@ -432,9 +432,8 @@ def test_published_hyperparams_parse():
                                                                  "norm_type: global")))
 
 
-def _write_text(text, _n=[0]):
+def _write_text(text):
     import tempfile
-    _n[0] += 1
     path = os.path.join(tempfile.mkdtemp(), "hyperparams.yaml")
     with open(path, "w") as f:
         f.write(text)

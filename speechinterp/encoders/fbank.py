@@ -110,7 +110,7 @@ def fbank(waveforms, lengths, *, sample_rate: int = 16000, n_fft: int = 400, n_m
 
 
 def sentence_norm(feats, n_frames, std_norm: bool = False, epsilon: float = 1e-10):
-    """``InputNormalization(norm_type="sentence")``: per-utterance mean (and std) over valid frames."""
+    """``InputNormalization(norm_type="sentence")``: mean (and std) over valid frames."""
     fmask = (jnp.arange(feats.shape[1])[None, :] < n_frames[:, None])[..., None]
     m = fmask.astype(feats.dtype)
     count = jnp.maximum(m.sum(1, keepdims=True), 1.0)
