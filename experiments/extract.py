@@ -2,7 +2,7 @@
 
     python -m experiments.extract --encoder=DIR --manifest=FILE --out=STORE
         [--batch_size=16] [--chunk_size=256] [--masks=FILE.npz] [--dtype=float32|float16]
-        [--distributed]
+        [--distributed [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]]
 
 The manifest is a CSV with ``utt_id``, ``path`` (absolute or relative to the manifest's folder)
 and any property columns, which are copied to the store's utterances.csv. Rows are processed in
@@ -10,6 +10,12 @@ chunks that are committed atomically; a killed run resumes at the first unfinish
 ends in the same bytes as an uninterrupted one. Unusable audio is skipped, named in a warning and
 listed in STORE/skipped.csv; the rest goes on. ``--masks`` (npz: layer name -> per-neuron
 multiplier) extracts from an ablated encoder.
+
+Several hosts: run the same command on every host with ``--distributed``. Each batch is sharded
+over the devices of all hosts; every host reads the same chunk of audio, and only process 0
+writes the store (the resume point is broadcast from it). Without the three address flags,
+``jax.distributed.initialize()`` finds the cluster itself (TPU pods, SLURM, ...); on CPU the
+cross-process collectives use gloo.
 """
 import csv
 import os
@@ -30,6 +36,9 @@ flags.DEFINE_string("masks", None, "npz of per-neuron multipliers by layer name.
 flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Storage dtype.")
 flags.DEFINE_float("min_seconds", 0.1, "Shorter audio is skipped.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's HOST:PORT.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
 
 
 def read_manifest(path):
@@ -47,7 +56,13 @@ def main(argv):
     del argv
     import jax
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        # cross-process collectives for CPU devices (no effect on GPU / TPU ones); must be set
+        # before initialize(), i.e. before any backend starts
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
+    lead = jax.process_index() == 0
     from speechinterp import audio, encoders, store
     from speechinterp.extract import layer_dims, length_batches, pooled_vectors
 
@@ -57,12 +72,16 @@ def main(argv):
     root = os.path.dirname(os.path.abspath(FLAGS.manifest))
     name = os.path.basename(os.path.normpath(FLAGS.encoder))
     layers = list(zip(enc.layer_names, layer_dims(enc)))
-    writer = store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
-                               extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
-                                           "masks": FLAGS.masks})
+    writer = (store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
+                                extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
+                                            "masks": FLAGS.masks}) if lead else None)
     skip_log = os.path.join(FLAGS.out, "skipped.csv")
-    start = writer.done_rows()
-    bar = tqdm(total=len(rows), initial=start, unit="utt", desc=f"extract {name}")
+    start = writer.done_rows() if lead else 0
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        start = int(multihost_utils.broadcast_one_to_all(np.int64(start)))
+    bar = tqdm(total=len(rows), initial=start, unit="utt", desc=f"extract {name}",
+               disable=not lead)
     t0, done = time.perf_counter(), 0
     while start < len(rows):
         stop = min(start + FLAGS.chunk_size, len(rows))
@@ -74,9 +93,11 @@ def main(argv):
                 waves.append(audio.load_audio(p, enc.sample_rate, FLAGS.min_seconds))
                 kept.append(i)
             except audio.AudioError as e:
+                skipped.append(i)
+                if not lead:
+                    continue
                 logging.warning("skipping %s", e)
                 print(f"skipping {e}", flush=True)
-                skipped.append(i)
                 new = not os.path.exists(skip_log)
                 with open(skip_log, "a", newline="") as f:
                     w = csv.writer(f)
@@ -88,14 +109,17 @@ def main(argv):
             vecs = pooled_vectors(enc, [waves[j] for j in b], masks)
             for k, v in enumerate(vecs):
                 out[k][b] = v
-        start = writer.write_chunk(start, out, skipped=skipped)
+        start = writer.write_chunk(start, out, skipped=skipped) if lead else stop
         done += len(kept) + len(skipped)
         bar.update(len(kept) + len(skipped))
         bar.set_postfix(utt_per_s=f"{done / (time.perf_counter() - t0):.1f}")
     bar.close()
+    if not lead:
+        return
     s = writer.finalize()
     print(f"store {FLAGS.out}: {len(s)} utterances x {s.num_layers} layers "
-          f"({len(rows) - len(s)} skipped)")
+          f"({len(rows) - len(s)} skipped); {jax.device_count()} devices over "
+          f"{jax.process_count()} processes")
 
 
 if __name__ == "__main__":

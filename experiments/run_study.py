@@ -93,10 +93,15 @@ def convert_pretrained(cfg, out):
     encs = {}
     cache = os.path.join(out, "wheels")
     for name, spec in cfg.pretrained.items():
-        def go(d, spec=spec):
-            run_module("experiments.convert", f"--source={source_path(spec, cache)}",
-                       f"--out={d}/encoder")
-        d, key = run_stage(out, f"convert_{name}", spec, go)
+        # a spec is a source string, or {"source": ..., "options": {KEY: VALUE}} for the converter
+        source, options = ((spec, {}) if isinstance(spec, str)
+                           else (spec["source"], dict(spec.get("options", {}))))
+
+        def go(d, source=source, options=options):
+            run_module("experiments.convert", f"--source={source_path(source, cache)}",
+                       f"--out={d}/encoder", *(f"--option={k}={v}" for k, v in options.items()))
+        d, key = run_stage(out, f"convert_{name}", {"source": source, "options": options}
+                           if options else source, go)
         encs[name] = {"dir": os.path.join(d, "encoder"), "key": key, "kind": "pretrained",
                       "random": False}
     return encs
@@ -159,7 +164,8 @@ def extract_all(cfg, out, encs, manifest, corpus_key):
         def go(d, e=e):
             run_module("experiments.extract", f"--encoder={e['dir']}", f"--manifest={manifest}",
                        f"--out={d}/store", f"--batch_size={cfg.extract.batch_size}",
-                       f"--dtype={cfg.extract.dtype}")
+                       f"--dtype={cfg.extract.dtype}",
+                       f"--distributed={bool(cfg.extract.get('distributed', False))}")
         d, key = run_stage(out, f"extract_{name}", inputs, go)
         e["store"], e["store_key"] = os.path.join(d, "store"), key
 

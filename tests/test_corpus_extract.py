@@ -156,3 +156,36 @@ def test_killed_extraction_resumes_to_identical_store(corpus, encoder_dir, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     for f in ["utterances.csv"] + [f"layer_{k}.npy" for k in range(6)]:
         assert open(os.path.join(full, f), "rb").read() == open(os.path.join(part, f), "rb").read()
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_extraction_equals_single_process(corpus, encoder_dir, tmp_path):
+    """--distributed on two real processes (jax.distributed over localhost, gloo collectives):
+    each batch is sharded over both processes' devices, process 0 alone writes the store."""
+    m = manifest_with_bad_files(corpus, str(tmp_path), n=40)
+    single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+    args = [f"--encoder={encoder_dir}", f"--manifest={m}", "--batch_size=7", "--chunk_size=16"]
+    assert run("experiments.extract", *args, f"--out={single}").returncode == 0
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "experiments.extract", *args, f"--out={multi}", "--distributed",
+         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    assert "2 devices over 2 processes" in outs[0][0] and "store" not in outs[1][0]
+    a, b = store.open_store(single), store.open_store(multi)
+    assert a.column("utt_id") == b.column("utt_id") and len(a) == 38
+    for k in range(a.num_layers):
+        np.testing.assert_allclose(np.asarray(b.layer(k)), np.asarray(a.layer(k)), atol=1e-5)
+    assert open(os.path.join(single, "skipped.csv")).read() == \
+        open(os.path.join(multi, "skipped.csv")).read()

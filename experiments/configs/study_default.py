@@ -26,7 +26,10 @@ def get_config():
     # 4. random-weights baselines of every encoder
     c.random_baselines = True
     # 5. extraction and probing
-    c.extract = ml_collections.ConfigDict({"batch_size": 16, "dtype": "float32"})
+    # the batch is sharded over all local devices; distributed=True calls
+    # jax.distributed.initialize() in each extraction (multi-host, one process per host)
+    c.extract = ml_collections.ConfigDict({"batch_size": 16, "dtype": "float32",
+                                           "distributed": False})
     c.probe = ml_collections.ConfigDict({"config": "neurox", "delta": 0.01, "seeds": 1,
                                          "per_neuron": False})
     c.bias = ml_collections.ConfigDict({"protected": "gender", "salient_fraction": 0.05})

@@ -8,8 +8,12 @@
 Make the manifest with the importers in ``speechinterp.corpus`` (VoxCeleb1 for gender /
 speaker / nationality-as-accent, Common Voice for language / accent, ADI17 for dialect). Any
 Hugging Face directory or fairseq ``.pt`` the converter reads can be listed under ``pretrained``;
-the task CNN uses the paper's MGB-3 architecture. For several devices / hosts run
-``experiments.extract`` with ``--distributed`` under JAX's multi-controller runtime.
+the task CNN uses the paper's MGB-3 architecture.
+
+Several devices: extraction shards each batch, and probing shards the probe axis, over all local
+devices with no flag. Several hosts: start the same command on every host under JAX's
+multi-controller runtime with ``--config.extract.distributed=True`` (each extraction calls
+``jax.distributed.initialize()``; set JAX_COORDINATOR_ADDRESS / process ids as JAX documents).
 """
 from experiments.configs import study_default
 
