@@ -195,29 +195,40 @@ def read_model(path: str) -> CT2Model:
 
 def write_model(path: str, spec: str, spec_revision: int, variables: dict, aliases: dict = (),
                 binary_version: int = MAX_BINARY_VERSION) -> None:
-    """Write a binary-version-6 ``model.bin`` (the inverse of :func:`read_model`; variables in
-    sorted order as ``ModelSpec._serialize`` does). float32/float16/int8/int16/int32 arrays."""
-    if binary_version != MAX_BINARY_VERSION:
-        raise ValueError("only binary version 6 is written")
+    """Write a ``model.bin`` as ``ModelSpec._serialize`` does (variables in sorted name order); the
+    inverse of :func:`read_model`. Versions < 4 store item sizes (float32/int16/int8 only),
+    versions < 3 have no aliases and version 1 no spec name."""
+    if not 1 <= binary_version <= MAX_BINARY_VERSION:
+        raise ValueError(f"binary version {binary_version} is not in 1..{MAX_BINARY_VERSION}")
+    aliases = dict(aliases)
+    if (binary_version < 3 and aliases) or (binary_version < 2 and spec):
+        raise ValueError(f"binary version {binary_version} cannot hold aliases or a spec name")
 
     def string(s):
         b = s.encode("utf-8") + b"\0"
         return struct.pack("<H", len(b)) + b
 
     with open(path, "wb") as f:
-        f.write(struct.pack("<I", binary_version) + string(spec) + struct.pack("<I", spec_revision))
+        f.write(struct.pack("<I", binary_version))
+        if binary_version >= 2:
+            f.write(string(spec) + struct.pack("<I", spec_revision))
         f.write(struct.pack("<I", len(variables)))
         for name in sorted(variables):
             value = np.asarray(variables[name])
+            data = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
             f.write(string(name) + struct.pack("<B", value.ndim))
             f.write(b"".join(struct.pack("<I", d) for d in value.shape))
-            f.write(struct.pack("<B", _DTYPES.index(value.dtype.name)))
-            data = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
-            f.write(struct.pack("<I", len(data)) + data)
-        aliases = dict(aliases)
-        f.write(struct.pack("<I", len(aliases)))
-        for alias in sorted(aliases):
-            f.write(string(alias) + string(aliases[alias]))
+            if binary_version >= 4:
+                f.write(struct.pack("<BI", _DTYPES.index(value.dtype.name), len(data)))
+            else:
+                if _ITEM_SIZE_DTYPES.get(value.dtype.itemsize) != value.dtype.name:
+                    raise ValueError(f"binary version {binary_version} cannot store {value.dtype}")
+                f.write(struct.pack("<BI", value.dtype.itemsize, value.size))
+            f.write(data)
+        if binary_version >= 3:
+            f.write(struct.pack("<I", len(aliases)))
+            for alias in sorted(aliases):
+                f.write(string(alias) + string(aliases[alias]))
 
 
 def _resolve(model: CT2Model, name: str) -> str | None:
@@ -325,7 +336,8 @@ def whisper_encoder_state(model: CT2Model) -> tuple[dict, dict]:
     """
     _check_whisper(model)
     names = set(model.variables) | set(model.aliases)
-    enc = {n for n in names if n.startswith("encoder/") and not n.endswith("_scale")}
+    enc = {n for n in names if n.startswith("encoder/")  # quantization scales are not listed
+           and not (n.endswith("_scale") and n[:-len("_scale")] in names)}
     shape = lambda n: tuple(model.variables[_resolve(model, n)].shape) if n in names else None
     conv1, fc1 = shape("encoder/conv1/weight"), shape("encoder/layer_0/ffn/linear_0/weight")
     pos = shape("encoder/position_encodings/encodings")
@@ -368,7 +380,8 @@ def whisper_encoder_state(model: CT2Model) -> tuple[dict, dict]:
 def detect(path: str) -> bool:
     """A ``model.bin`` (or a directory holding one) whose spec is ``WhisperSpec``."""
     path = model_bin_path(path)
-    return os.path.basename(path) == BINARY_FILE and read_spec_name(path) == "WhisperSpec"
+    return (os.path.basename(path) == BINARY_FILE and os.path.isfile(path)
+            and read_spec_name(path) == "WhisperSpec")
 
 
 @register_format("ctranslate2_whisper", detect,
