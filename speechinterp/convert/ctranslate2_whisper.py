@@ -247,7 +247,7 @@ def _dequantized(model: CT2Model, name: str) -> np.ndarray:
         raise KeyError(f"{model.path}: no variable {name!r}")
     value = model.variables[real]
     if value.dtype.kind == "f":
-        return np.asarray(value, np.float32)
+        return np.array(value, np.float32)  # a copy, not a view of the memory map
     if not real.endswith("weight"):  # Model::is_quantizable: only "...weight" is quantized
         return value  # integer attributes (e.g. num_heads) keep their dtype
     if real.rsplit("/", 1)[0] + "/weight_zero" in model.variables:
