@@ -13,3 +13,28 @@ def thread_env(threads: int) -> dict:
                       f" intra_op_parallelism_threads={threads}").strip(),
     })
     return env
+
+
+def pin_cpus(threads: int) -> None:
+    """Pin this process to its first ``threads`` allowed CPUs (where the OS supports it)."""
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            os.sched_setaffinity(0, cpus[:threads])
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, which starts afresh at ``exec`` (``ru_maxrss`` does
+    not: a child started by a big parent would report at least the parent's size at fork).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
