@@ -386,14 +386,16 @@ def detect(path: str) -> bool:
 
 @register_format("ctranslate2_whisper", detect,
                  "CTranslate2 Whisper model directory (model.bin, WhisperSpec; encoder only)")
-def convert(path: str, **options):
-    """The ``whisper`` family encoder from a CTranslate2 Whisper model (``path``: dir or model.bin)."""
+def convert(path: str, pad_to_30s=True, dtype: str = "float32", **options):
+    """The ``whisper`` family encoder from a CTranslate2 Whisper model (``path``: dir or model.bin);
+    options as for ``huggingface_whisper`` (``pad_to_30s``, ``dtype``)."""
     from speechinterp.checkpoint import sha256_of
     from speechinterp.convert.huggingface_whisper import whisper_encoder_from_state
 
     if options:
-        raise ValueError(f"ctranslate2_whisper takes no options, got {sorted(options)}")
+        raise TypeError(f"unknown ctranslate2_whisper options: {sorted(options)}")
     model = read_model(path)
     cfg, state = whisper_encoder_state(model)
     return whisper_encoder_from_state(cfg, state, source=model.path,
-                                      source_sha256=sha256_of(model.path))
+                                      source_sha256=sha256_of(model.path),
+                                      pad_to_30s=pad_to_30s, dtype=dtype)
