@@ -358,3 +358,34 @@ def test_truncated_and_corrupt_files_name_the_file(tmp_path, model):
     m = ct2w.read_model(write_tiny(str(tmp_path / "noscale"), v))
     with pytest.raises(ct2w.CT2FormatError, match="has no encoder/layer_0/ffn/linear_0/weight_scale"):
         ct2w.whisper_encoder_state(m)
+
+
+# -------------------------------------------------------------- the Flax encoder, real weights
+
+@pytest.mark.slow
+def test_flax_encoder_every_layer_matches_ctranslate2(model_dir, waves, ct2_layer_outputs,
+                                                       converted):
+    """The converted Flax encoder (``experiments.convert`` auto-detects the CTranslate2 model) on
+    the same real speech: ``layer_norm(layer_k)`` vs ctranslate2 with k encoder layers, every k,
+    and the last layer (HF's entry after the final LayerNorm) vs the real model's output."""
+    from speechinterp import encoders
+    from speechinterp.convert import convert, detect_format
+
+    assert detect_format(model_dir) == "ctranslate2_whisper"
+    enc = convert(model_dir)
+    assert enc.config.pad_to_30s and enc.layer_names[-1] == "layer_4"
+    outs, lens = enc.layer_outputs(waves)
+    n = len(outs) - 2                                 # encoder layers
+    _, state = converted
+    assert np.abs(np.asarray(outs[-1]) - ct2_layer_outputs[n]).max() < TOL
+    for k in range(n):
+        diff = np.abs(final_layer_norm(np.asarray(outs[k + 1]), state)
+                      - ct2_layer_outputs[k]).max()
+        assert diff < TOL, (k, diff)
+    assert [int(x) for x in lens[0]] == [(len(w) // 160 + 1) // 2 for w in waves]
+    # the native-length option: same weights, shorter input, a different (documented) result
+    native = convert(model_dir, pad_to_30s="false")
+    assert not native.config.pad_to_30s and native.params is not None
+    short = native.hidden_states(waves[:1])
+    assert short[-1].shape == (1, int(lens[0][0]), 384)
+    assert encoders.get_family("whisper") is type(enc)
