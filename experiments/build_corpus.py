@@ -1,10 +1,17 @@
 """Build the built-in corpus: real espeak-ng speech, five labelled properties, real codecs.
 
     python -m experiments.build_corpus --out=DIR [--size=tiny|small|medium|large] [--seed=0]
+        [--voices=espeak,flite,festival]
 
 Writes DIR/wav/*.wav (16 kHz) and DIR/utterances.csv with utt_id, path, split (speaker-disjoint,
 stratified by accent), speaker, gender, language, accent (English utterances only), channel,
 text and the voice settings. The same seed gives byte-identical output.
+
+``--voices=flite,festival`` (or ``flite:slt``, ``festival:kal_diphone``, ...) adds the installed
+Flite / Festival voices as extra speakers (``flite_slt``, ...; English, every channel, gender
+from a table of known voices, their own split stratified by gender, voices of one person, such as
+Flite's kal and Festival's kal_diphone, in one split); the espeak part is unchanged. A missing ``flite`` / ``festival`` / ``text2wave`` program is an
+error naming it.
 """
 import csv
 import os
@@ -17,7 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output directory.", required=True)
 flags.DEFINE_enum("size", "small", ["tiny", "small", "medium", "large"], "Corpus size.")
 flags.DEFINE_integer("seed", 0, "Seed for speakers, sentences, channels and splits.")
-flags.DEFINE_list("voices", ["espeak"], "Voice sources (espeak; flite/festival not built in).")
+flags.DEFINE_list("voices", ["espeak"], "Voice sources: espeak (always), flite, festival, "
+                  "flite:VOICE, festival:VOICE.")
 
 
 def main(argv):
@@ -25,24 +33,41 @@ def main(argv):
     import librosa
     import soundfile as sf
 
-    from speechinterp.corpus import builtin, channels, espeak
+    from speechinterp.corpus import builtin, channels, espeak, external_tts
     from speechinterp.probes.data import SPLIT_NAMES, speaker_disjoint_split
 
-    extra = [v for v in FLAGS.voices if v != "espeak"]
-    if extra:
-        raise app.UsageError(f"voice sources {extra} are not supported by this builder")
-    rows = builtin.plan(FLAGS.size, FLAGS.seed)
+    try:
+        extra = builtin.external_voices(FLAGS.voices)
+    except (external_tts.TTSError, external_tts.TTSNotInstalled, ValueError) as e:
+        raise app.UsageError(f"--voices={','.join(FLAGS.voices)}: {e}")
+    rows = builtin.plan(FLAGS.size, FLAGS.seed, extra)
     os.makedirs(os.path.join(FLAGS.out, "wav"), exist_ok=True)
-    spk = np.array([r["speaker"] for r in rows])
-    home = {r["speaker"]: r["accent"] for r in rows if r["accent"]}
+    n_espeak = len(rows) - sum(1 for r in rows if r["speaker"] in {v.name for v in extra})
+    spk = np.array([r["speaker"] for r in rows[:n_espeak]])
+    home = {r["speaker"]: r["accent"] for r in rows[:n_espeak] if r["accent"]}
     acc = np.array([home[s] for s in spk])
     split = speaker_disjoint_split(acc, spk, FLAGS.seed)
+    if len(rows) > n_espeak:   # extra voices: their own split, by person, stratified by gender
+        ext = rows[n_espeak:]
+        person = {v.name: v.person for v in extra}
+        split = np.concatenate([split, speaker_disjoint_split(
+            np.array([r["gender"] for r in ext]), np.array([person[r["speaker"]] for r in ext]),
+            FLAGS.seed)])
+        spk = np.array([r["speaker"] for r in rows])
     sr_in = espeak.sample_rate()
     for i, r in enumerate(tqdm(rows, desc="synthesising", unit="utt")):
         rng = np.random.default_rng([FLAGS.seed, i])
-        wav = espeak.synthesize(r["text"], r["voice"], r["rate"], r["pitch"], r["pitch_range"],
-                                seed=FLAGS.seed * 100003 + i)
-        x = librosa.resample(wav.astype(np.float32) / 32768.0, orig_sr=sr_in, target_sr=16000)
+        if i < n_espeak:
+            wav = espeak.synthesize(r["text"], r["voice"], r["rate"], r["pitch"],
+                                    r["pitch_range"], seed=FLAGS.seed * 100003 + i)
+            x = librosa.resample(wav.astype(np.float32) / 32768.0, orig_sr=sr_in,
+                                 target_sr=16000)
+        else:
+            try:
+                wav, sr = builtin.synthesize_external(r)
+            except external_tts.TTSError as e:
+                raise app.UsageError(f"{r['utt_id']}: {e}")
+            x = wav if sr == 16000 else librosa.resample(wav, orig_sr=sr, target_sr=16000)
         y = channels.apply_channel(x, 16000, r["channel"], rng)
         r["path"] = f"wav/{r['utt_id']}.wav"
         r["split"] = SPLIT_NAMES[split[i]]
@@ -55,7 +80,10 @@ def main(argv):
         w.writeheader()
         w.writerows({c: r[c] for c in cols} for r in rows)
     os.replace(tmp, os.path.join(FLAGS.out, "utterances.csv"))
-    print(f"{len(rows)} utterances, {len(set(spk))} speakers -> {FLAGS.out}")
+    by_engine = ", ".join(f"{sum(1 for v in extra if v.engine == e)} from {e}"
+                          for e in external_tts.ENGINES if any(v.engine == e for v in extra))
+    print(f"{len(rows)} utterances, {len(set(spk))} speakers -> {FLAGS.out}"
+          + (f" ({by_engine})" if by_engine else ""))
 
 
 if __name__ == "__main__":
