@@ -10,8 +10,8 @@ text and the voice settings. The same seed gives byte-identical output.
 ``--voices=flite,festival`` (or ``flite:slt``, ``festival:kal_diphone``, ...) adds the installed
 Flite / Festival voices as extra speakers (``flite_slt``, ...; English, every channel, gender
 from a table of known voices, their own split stratified by gender, voices of one person, such as
-Flite's kal and Festival's kal_diphone, in one split); the espeak part is unchanged. A missing ``flite`` / ``festival`` / ``text2wave`` program is an
-error naming it.
+Flite's kal and Festival's kal_diphone, in one split); the espeak part is unchanged. A
+missing ``flite`` / ``festival`` / ``text2wave`` program is an error naming it.
 """
 import csv
 import os

@@ -47,7 +47,7 @@ flags.DEFINE_bool("resplit", False, "manifest: ignore the file's own split colum
 
 def run(fmt, root, out, label=None, columns=(), table_format=None, meta=None, speaker_level=0,
         fractions=(0.8, 0.1, 0.1), seed=0, resplit=False):
-    """Import and write the manifest; returns the :class:`~speechinterp.corpus.manifest.Imported`."""
+    """Import and write the manifest; returns the importer's ``manifest.Imported``."""
     from speechinterp.corpus import adi17, common_voice, folders, manifest, voxceleb
 
     if fmt == "voxceleb1":

@@ -205,8 +205,8 @@ def test_adi17_dialect_folders(tmp_path, speech):
     for dialect in ("EGY", "SUD", "LEB", "KSA", "MOR"):
         for v in range(4):
             for seg in range(2):
-                write_audio(str(tmp_path / dialect / f"vid{dialect}{v}_{seg:06d}-{seg + 1:06d}.wav"),
-                            speech, k)
+                name = f"vid{dialect}{v}_{seg:06d}-{seg + 1:06d}.wav"
+                write_audio(str(tmp_path / dialect / name), speech, k)
                 k += 1
     (tmp_path / "notes").mkdir()
     res = adi17.import_adi17(str(tmp_path), seed=0)
@@ -229,8 +229,8 @@ def test_adi17_release_split_and_utt2lang(tmp_path, speech):
     for split in ("train", "test"):
         for dialect in ("EGY", "ALG"):
             for v in range(3):
-                write_audio(str(tmp_path / split / dialect / f"{split}{dialect}{v}_000001-000002.wav"),
-                            speech, v)
+                name = f"{split}{dialect}{v}_000001-000002.wav"
+                write_audio(str(tmp_path / split / dialect / name), speech, v)
     dev = tmp_path / "dev"
     write_audio(str(dev / "wav" / "devA_000010-000020.wav"), speech, 1)
     write_audio(str(dev / "wav" / "devB_000010-000020.wav"), speech, 2)
