@@ -11,7 +11,7 @@ missing. The accent column is ``accents`` in newer releases and ``accent`` in ol
 
 Splits: a speaker in the release's ``train.tsv`` / ``dev.tsv`` / ``test.tsv`` (speaker-disjoint
 by construction) keeps that split; the other speakers are split speaker-disjointly, stratified
-by gender.
+by language and gender.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def import_common_voice(root: str, fractions=(0.8, 0.1, 0.1), seed: int = 0,
     if not rows:
         raise ManifestError(f"{root}: no clips found on disk for any validated.tsv row")
     rest = [r for r in rows if not fixed.get(r["speaker"])]
-    rest = {r["utt_id"]: r["split"] for r in speaker_disjoint_split(rest, fractions, seed,
-                                                                   "gender")} if rest else {}
+    rest = {r["utt_id"]: r["split"] for r in speaker_disjoint_split(
+        rest, fractions, seed, ("language", "gender"))} if rest else {}
     rows = [{**r, "split": fixed.get(r["speaker"]) or rest[r["utt_id"]]} for r in rows]
     return Imported(rows, skipped)
