@@ -96,6 +96,8 @@ def convert_pretrained(cfg, out):
         # a spec is a source string, or {"source": ..., "options": {KEY: VALUE}} for the converter
         source, options = ((spec, {}) if isinstance(spec, str)
                            else (spec["source"], dict(spec.get("options", {}))))
+        if not source:                     # a preset's slot left empty (study_paper.py)
+            continue
 
         def go(d, source=source, options=options):
             run_module("experiments.convert", f"--source={source_path(source, cache)}",

