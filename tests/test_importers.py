@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -96,6 +97,19 @@ def test_voxceleb1_labels_splits_and_missing(vox_root):
     assert voxceleb.import_voxceleb1(vox_root, seed=3).rows == rows      # deterministic
     other = voxceleb.import_voxceleb1(vox_root, seed=4).rows
     assert [r["utt_id"] for r in other] == [r["utt_id"] for r in rows]
+
+
+def test_voxceleb1_one_set_only(tmp_path, speech):
+    """A tree with only the release's test set (40 speakers) is split here, speaker-disjointly."""
+    with open(tmp_path / "vox1_meta.csv", "w") as f:
+        f.write("VoxCeleb1 ID , VGGFace1 ID , Gender , Nationality , Set\n")   # padded, commas
+        for i in range(6):
+            f.write(f"id1027{i} , Name_{i} , {'mf'[i % 2]} , USA , test\n")
+            write_audio(str(tmp_path / "vox1_test_wav" / "wav" / f"id1027{i}" / "v" / "00001.wav"),
+                        speech, i)
+    rows = voxceleb.import_voxceleb1(str(tmp_path)).rows
+    assert len(rows) == 6 and {r["split"] for r in rows} == {"train", "dev", "test"}
+    assert {r["gender"] for r in rows} == {"male", "female"} and rows[0]["accent"] == "USA"
 
 
 def test_voxceleb1_meta_errors(tmp_path, vox_root):
@@ -372,6 +386,10 @@ def test_speaker_disjoint_split_properties():
                for s in {r["speaker"] for r in a if r["accent"] == acc}}
         n = [sum(1 for v in spk.values() if v == {s}) for s in manifest.SPLITS]
         assert n[1] >= 1 and n[2] >= 1 and n[0] >= n[1] + n[2]
+    small = [{"utt_id": f"u{i}", "speaker": f"s{i}", "lab": f"L{i // 2}"} for i in range(60)]
+    n = Counter(r["split"] for r in manifest.speaker_disjoint_split(small, seed=0,
+                                                                   stratify="lab"))
+    assert n == {"train": 48, "dev": 6, "test": 6}   # 30 strata of 2 speakers still fill all
     two = manifest.speaker_disjoint_split(rows, (0.9, 0.1, 0.0), 0)
     assert {r["split"] for r in two} == {"train", "dev"}
     with pytest.raises(ManifestError, match="fractions must be three non-negative"):
@@ -384,11 +402,8 @@ def run(module, *args):
                           text=True)
 
 
-def test_import_script_then_extract(vox_root, tmp_path):
-    """experiments.import_corpus writes a manifest that experiments.extract reads end to end."""
-    from speechinterp import checkpoint, store
-    from speechinterp.encoders.cnn import CNNEncoder
-
+def test_import_script(vox_root, tmp_path):
+    """experiments.import_corpus: counts per split and label, skipped files, errors."""
     out = str(tmp_path / "vox.csv")
     r = run("experiments.import_corpus", "--format=voxceleb1", f"--root={vox_root}",
             f"--out={out}", "--seed=1")
@@ -400,19 +415,37 @@ def test_import_script_then_extract(vox_root, tmp_path):
         written = list(csv.DictReader(f))
     assert list(written[0])[:6] == ["utt_id", "path", "split", "speaker", "gender", "accent"]
     assert all(os.path.isabs(w["path"]) for w in written)   # data is outside the manifest folder
+    assert written == [{k: str(v) for k, v in r_.items()} for r_ in
+                       voxceleb.import_voxceleb1(vox_root, seed=1).rows]
+    bad = run("experiments.import_corpus", "--format=manifest", f"--root={out}",
+              f"--out={tmp_path / 'x.csv'}", "--columns=path=nope")
+    assert bad.returncode != 0 and "column(s) the file lacks: path='nope'" in bad.stderr
+
+
+def test_common_voice_import_then_extract(cv_root, tmp_path):
+    """experiments.extract reads an imported manifest end to end (48 kHz MP3 clips, decoded and
+    resampled; labels and splits copied to the store)."""
+    from speechinterp import checkpoint, store
+    from speechinterp.encoders.cnn import CNNEncoder
+
+    out = str(tmp_path / "cv" / "manifest.csv")
+    r = run("experiments.import_corpus", "--format=common_voice", f"--root={cv_root}",
+            f"--out={out}", "--label=language")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "30 utterances" in r.stdout and "common_voice_en_missing.mp3" in r.stdout
     enc = str(tmp_path / "cnn_tiny")
     checkpoint.save_encoder(enc, CNNEncoder.from_preset("tiny", seed=0))
     st = str(tmp_path / "store")
     r = run("experiments.extract", f"--encoder={enc}", f"--manifest={out}", f"--out={st}",
-            "--batch_size=8")
+            "--batch_size=16")
     assert r.returncode == 0, r.stderr[-2000:]
     s = store.open_store(st)
-    assert len(s) == 40 and s.column("gender")[:4] == [w["gender"] for w in written[:4]]
-    assert s.column("split") == [w["split"] for w in written]
-    assert np.all(np.isfinite(s.layer(s.num_layers - 1)))
-    bad = run("experiments.import_corpus", "--format=manifest", f"--root={out}",
-              f"--out={tmp_path / 'x.csv'}", "--columns=path=nope")
-    assert bad.returncode != 0 and "column(s) the file lacks: path='nope'" in bad.stderr
+    with open(out, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(s) == 30 and set(s.column("language")) == {"en", "fr"}
+    for col in ("utt_id", "split", "speaker", "gender", "accent"):
+        assert s.column(col) == [w[col] for w in written]
+    assert np.all(np.isfinite(s.layer(0))) and np.std(s.layer(0), axis=0).max() > 0
 
 
 def test_write_manifest_relative_paths(wav_dir):
