@@ -177,7 +177,9 @@ def read_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str 
         if not row.get("utt_id"):
             if "path" not in row:
                 raise ManifestError(f"{path}:{line}: no utt_id and no path to make one from")
-            row["utt_id"] = os.path.splitext(os.path.relpath(row["path"], root))[0]
+            rel = os.path.relpath(row["path"], root)
+            rel = row["path"].lstrip(os.sep) if _outside(rel) else rel
+            row["utt_id"] = os.path.splitext(rel)[0].replace(os.sep, "/")
         row["__line__"] = line
         rows.append(row)
     check_unique_ids(rows, path)
@@ -186,12 +188,19 @@ def read_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str 
     return rows
 
 
+def _outside(rel: str) -> bool:
+    return rel == os.pardir or rel.startswith(os.pardir + os.sep)
+
+
 def check_unique_ids(rows: Sequence[dict], source: str) -> None:
+    """Raise :class:`ManifestError` naming a repeated utt_id and where it occurs (source lines
+    when the rows carry them, else row numbers)."""
     seen: dict[str, object] = {}
+    unit = "lines" if rows and "__line__" in rows[0] else "rows"
     for i, r in enumerate(rows):
         where = r.get("__line__", i + 1)
         if r["utt_id"] in seen:
-            raise ManifestError(f"{source}: utt_id {r['utt_id']!r} repeats (lines "
+            raise ManifestError(f"{source}: utt_id {r['utt_id']!r} repeats ({unit} "
                                 f"{seen[r['utt_id']]} and {where})")
         seen[r["utt_id"]] = where
 
@@ -240,7 +249,7 @@ def write_manifest(rows: Sequence[dict], path: str) -> str:
             out = {c: "" if r.get(c) is None else r.get(c) for c in cols}
             p = os.path.abspath(out["path"])
             rel = os.path.relpath(p, root)
-            out["path"] = rel if not rel.startswith(os.pardir) else p
+            out["path"] = p if _outside(rel) else rel
             w.writerow(out)
     os.replace(tmp, path)
     return path
