@@ -64,9 +64,15 @@ def probe_logits(params: dict, X: jax.Array, feature_mask: jax.Array | None = No
     return X @ W + params["b"]
 
 
+def _l1_norm(W: jax.Array, axis=None) -> jax.Array:
+    """sum |W| whose gradient is sign(W), 0 at W = 0 (torch's ``norm(p=1)``, which NeuroX uses;
+    ``jnp.abs`` has gradient 1 at 0, which would push zero weights off zero)."""
+    return jnp.sum(W * jax.lax.stop_gradient(jnp.sign(W)), axis=axis)
+
+
 def elastic_net_penalty(W: jax.Array, l1, l2, squared_l2: bool = False) -> jax.Array:
     l2_term = jnp.sum(W * W) if squared_l2 else jnp.sqrt(jnp.sum(W * W) + 1e-12)
-    return l1 * jnp.sum(jnp.abs(W)) + l2 * l2_term
+    return l1 * _l1_norm(W) + l2 * l2_term
 
 
 def elastic_net_loss(params, X, y, w, feature_mask, l1, l2, squared_l2: bool = False):
@@ -102,19 +108,25 @@ def _batch_plan(key, w: jax.Array, num_batches: int, batch_size: int):
     return idx.reshape(num_batches, batch_size), valid.reshape(num_batches, batch_size)
 
 
+def _plan(key, w, num_train: int, cfg: ProbeConfig):
+    """Every epoch's shuffled batch plan up front: (idx, valid) [epochs * batches, batch],
+    and the number of batches per epoch (``num_train`` rows with w > 0, static)."""
+    bs = min(cfg.batch_size, num_train) if cfg.batch_size else num_train
+    nb = max(1, math.ceil(num_train / bs))
+    idx, valid = jax.vmap(lambda k: _batch_plan(k, w, nb, bs))(jax.random.split(key, cfg.epochs))
+    return idx.reshape(-1, bs), valid.reshape(-1, bs), nb
+
+
 def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train: int,
               cfg: ProbeConfig = DEFAULT):
     """Train one probe with Adam on mini-batches; pure and jittable (``num_train`` static).
 
-    ``num_train`` (the number of rows with w > 0) fixes the number of batches per epoch.
+    ``num_train`` (the number of rows with w > 0) fixes the number of batches per epoch. This is
+    the single-probe reference; :func:`fit_blocks` trains many at once with the same updates.
     """
-    bs = min(cfg.batch_size, num_train) if cfg.batch_size else num_train
-    nb = max(1, math.ceil(num_train / bs))
+    idx, valid, nb = _plan(key, w, num_train, cfg)
     opt = _optimizer(cfg, nb)
     params = init_probe(X.shape[1], num_classes, X.dtype)
-    # every epoch's shuffled batch plan up front, then one flat scan over all steps
-    idx, valid = jax.vmap(lambda k: _batch_plan(k, w, nb, bs))(jax.random.split(key, cfg.epochs))
-    idx, valid = idx.reshape(-1, bs), valid.reshape(-1, bs)
 
     def step(carry, inputs):
         params, state = carry
@@ -126,6 +138,134 @@ def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train
 
     (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (idx, valid))
     return params
+
+
+# ----------------------------------------------------------------------------- probe blocks
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A family of probes trained together on columns of one X [N, K] (see :func:`fit_blocks`).
+
+    The block has M column sets, and H heads (probes) on each:
+
+    * ``cols`` [M, Wd] int32 column indices into X, or None for the contiguous columns
+      ``start : start + width`` (then M = 1 and nothing is gathered);
+    * ``mask`` [M, Hm, Wd] feature mask (Hm = 1 or H), 0 drops a column for that probe (layer
+      padding, nested subsets); None keeps every column;
+    * ``label`` [H]: the row of Y each head predicts; ``l1``, ``l2`` [H]: its penalties.
+
+    Its parameters are W [M, H, Wd, C] and b [M, H, C]: probe (m, h) is
+    ``{"W": W[m, h], "b": b[m, h]}`` on columns ``cols[m]`` (masked by ``mask[m, h]``).
+    """
+
+    label: jax.Array
+    l1: jax.Array
+    l2: jax.Array
+    cols: jax.Array | None = None
+    mask: jax.Array | None = None
+    start: int = 0
+    width: int = 0
+
+    @property
+    def num_sets(self) -> int:
+        return 1 if self.cols is None else self.cols.shape[0]
+
+    @property
+    def num_cols(self) -> int:
+        return self.width if self.cols is None else self.cols.shape[1]
+
+    @property
+    def num_heads(self) -> int:
+        return self.label.shape[0]
+
+
+jax.tree_util.register_dataclass(Block, data_fields=["label", "l1", "l2", "cols", "mask"],
+                                 meta_fields=["start", "width"])
+
+
+def _block_columns(X, blk: Block):
+    """X [B, K] -> the block's columns [B, M, Wd]."""
+    if blk.cols is None:
+        return jax.lax.slice_in_dim(X, blk.start, blk.start + blk.width, axis=1)[:, None, :]
+    return X[:, blk.cols]
+
+
+def _block_loss(params, blocks, Xb, Yb, wb, squared_l2: bool):
+    """Sum over every probe of every block of :func:`elastic_net_loss` (masked weights are 0).
+
+    Weights are held as [M, H, C, Wd] while training: the gradient's matrix product then
+    writes them in place, and the optimiser's element-wise update reads them contiguously."""
+    denom = jnp.maximum(jnp.sum(wb), 1.0)
+    total = 0.0
+    for p, blk in zip(params, blocks):
+        W = p["W"]
+        logits = jnp.einsum("bmj,mhcj->bmhc", _block_columns(Xb, blk), W) + p["b"]
+        tgt = jnp.broadcast_to(Yb[blk.label].T[:, None, :], logits.shape[:-1])   # [B, M, H]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
+        ce = jnp.einsum("b,bmh->mh", wb, ce) / denom
+        sq = jnp.sum(W * W, axis=(2, 3))
+        l2_term = sq if squared_l2 else jnp.sqrt(sq + 1e-12)
+        total = total + jnp.sum(ce + blk.l1 * _l1_norm(W, axis=(2, 3)) + blk.l2 * l2_term)
+    return total
+
+
+def init_blocks(blocks, num_classes: int, dtype=jnp.float32) -> tuple:
+    """Zero parameters, training layout W [M, H, C, Wd] (see :func:`fit_blocks`)."""
+    return tuple({"W": jnp.zeros((b.num_sets, b.num_heads, num_classes, b.num_cols), dtype),
+                  "b": jnp.zeros((b.num_sets, b.num_heads, num_classes), dtype)} for b in blocks)
+
+
+def fit_blocks(X, Y, w, blocks, key, *, num_classes: int, num_train: int,
+               cfg: ProbeConfig = DEFAULT) -> tuple:
+    """Train every probe of every block in one scan; pure and jittable.
+
+    X [N, K], Y [T, N] int labels, w [N] row weights, ``blocks`` a tuple of :class:`Block`.
+    All probes see the same shuffled mini-batches (one row gather per step), and each one gets
+    exactly the updates :func:`fit_probe` would give it with the same key: the loss is a sum of
+    independent per-probe losses. Probes that share columns share one matrix product per step,
+    so a block of H nested subsets of one ordering costs one [B, Wd] x [Wd, H*C] product.
+    Returns a tuple of ``{"W": [M, H, Wd, C], "b": [M, H, C]}``, one per block.
+    """
+    idx, valid, nb = _plan(key, w, num_train, cfg)
+    return fit_blocks_planned(X, Y, w, blocks, idx, valid, num_classes=num_classes,
+                              steps_per_epoch=nb, cfg=cfg)
+
+
+def batch_plan(key, w, *, num_train: int, cfg: ProbeConfig = DEFAULT):
+    """The shuffled mini-batches :func:`fit_probe` and :func:`fit_blocks` use with this key:
+    (idx, valid) [epochs * steps_per_epoch, batch] and steps_per_epoch."""
+    return _plan(key, w, num_train, cfg)
+
+
+def fit_blocks_planned(X, Y, w, blocks, idx, valid, *, num_classes: int, steps_per_epoch: int,
+                       cfg: ProbeConfig = DEFAULT) -> tuple:
+    """:func:`fit_blocks` on a given batch plan (from :func:`batch_plan`), so that the plan's
+    sort is computed (and compiled) once for several calls."""
+    opt = _optimizer(cfg, steps_per_epoch)
+    params = init_blocks(blocks, num_classes, X.dtype)
+    # gradient masks [M, Hm, 1, Wd]: masked weights start at 0 and get no gradient (the
+    # penalties' gradients vanish at 0), so they stay 0 and the forward pass needs no mask
+    gmask = tuple(None if b.mask is None else b.mask[:, :, None, :] for b in blocks)
+
+    def step(carry, inputs):
+        params, state = carry
+        i, v = inputs
+        g = jax.grad(_block_loss)(params, blocks, X[i], Y[:, i], w[i] * v, cfg.squared_l2)
+        g = tuple(gp if m is None else {"W": gp["W"] * m, "b": gp["b"]} for gp, m in zip(g, gmask))
+        updates, state = opt.update(g, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (idx, valid))
+    return tuple({"W": jnp.swapaxes(p["W"], 2, 3), "b": p["b"]} for p in params)
+
+
+def predict_blocks(X, blocks, params) -> tuple:
+    """Classes [M, H, N] of every probe of every block on X [N, K] (``params`` as returned
+    by :func:`fit_blocks`)."""
+    out = []
+    for p, blk in zip(params, blocks):
+        logits = jnp.einsum("nmj,mhjc->nmhc", _block_columns(X, blk), p["W"]) + p["b"]
+        out.append(jnp.transpose(jnp.argmax(logits, -1), (1, 2, 0)))
+    return tuple(out)
 
 
 def fit_probe_streaming(batches: "callable", num_features: int, num_classes: int,

@@ -33,7 +33,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from speechinterp.probes import data as D
 from speechinterp.probes import ranking as R
-from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig, fit_probe
+from speechinterp.probes.elastic_net import (DEFAULT, Block, ProbeConfig, batch_plan,
+                                             fit_blocks_planned, fit_probe, predict_blocks)
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
@@ -198,29 +199,116 @@ def fit_columns(X, subsets, y, w, l1, l2, key, statics) -> np.ndarray:
     return np.asarray(predict_layers(P["W"], P["b"], Xg, jnp.asarray(mask)))[0, :, 0, 0]
 
 
-def _schedule_compiles(L, N, dmax, ntot, G, S, pcts, width_factor, early_stop, statics):
-    """Queue the compilations of every probe family this run will train."""
-    f32, i32, u32 = jnp.float32, jnp.int32, jnp.uint32
-    common = lambda M, G_, S_: (_sds((N,)), _sds((G_,)), _sds((G_,)), _sds((S_, 2), u32))
-    w_, l1_, l2_, k_ = common(0, G, S)
-    precompile(_fit_layers, (_sds((L, N, dmax)), _sds((2, N), i32), w_, _sds((L, dmax)), l1_,
-                             l2_, k_), statics)
-    w_, l1_, l2_, k_ = common(0, G, 1)
-    precompile(_fit_grid, (_sds((N, ntot)), _sds((1, N), i32), w_, _sds((1, ntot)), l1_, l2_,
-                           k_), statics)
-    w_, l1_, l2_, k_ = common(0, 1, 1)
-    widths = [max(1, int(round(p / 100.0 * ntot))) for p in pcts for _ in SELECTIONS[1:]]
-    for grp in width_groups(widths, width_factor):
-        W = max(widths[i] for i in grp)
-        precompile(_fit_layers, (_sds((len(grp), N, W)), _sds((1, N), i32), w_,
-                                 _sds((len(grp), W)), l1_, l2_, k_), statics)
-    sizes = R.minimal_subset_sizes(ntot)
-    for n_grp, grp in enumerate(width_groups(sizes, width_factor)):
-        if early_stop and n_grp >= 2:
-            break
-        W = int(sizes[grp].max())
-        precompile(_fit_grid, (_sds((N, W)), _sds((1, N), i32), w_, _sds((len(grp), W)), l1_,
-                               l2_, k_), statics)
+def size_buckets(sizes, max_buckets: int = 4) -> list[np.ndarray]:
+    """Split ascending subset ``sizes`` into at most ``max_buckets`` runs of consecutive sizes,
+    each padded to its largest, with the least padded work (dynamic programming): nested subsets
+    of one ordering then cost ~sum(sizes) instead of len(sizes) * max(sizes)."""
+    s = np.asarray(sizes, np.float64)
+    n = len(s)
+    K = max(1, min(max_buckets, n))
+    cost = np.full((K + 1, n + 1), np.inf)
+    arg = np.zeros((K + 1, n + 1), np.int64)
+    cost[0, 0] = 0
+    for k in range(1, K + 1):
+        for j in range(1, n + 1):
+            c = cost[k - 1, :j] + s[j - 1] * (j - np.arange(j))
+            arg[k, j] = int(np.argmin(c))
+            cost[k, j] = c[arg[k, j]]
+    k = int(np.argmin(cost[1:, n])) + 1
+    bounds, j = [], n
+    while j > 0:
+        i = arg[k, j]
+        bounds.append((i, j))
+        j, k = i, k - 1
+    return [np.arange(i, j) for i, j in reversed(bounds)]
+
+
+def _nested_blocks(sizes, total: int, l1, l2, max_buckets: int, from_end: bool = False):
+    """Blocks training the first (or, ``from_end``, the last) ``sizes[i]`` of ``total`` columns,
+    bucketed by :func:`size_buckets`; returns (blocks, [bucket indices])."""
+    sizes = np.asarray(sizes)
+    blocks, groups = [], size_buckets(sizes, max_buckets)
+    for grp in groups:
+        width = int(sizes[grp].max())
+        j = np.arange(width)[None]
+        keep = (j >= width - sizes[grp][:, None]) if from_end else (j < sizes[grp][:, None])
+        H = len(grp)
+        blocks.append(Block(label=np.zeros(H, np.int32), l1=np.full(H, l1, np.float32),
+                            l2=np.full(H, l2, np.float32),
+                            mask=keep.astype(np.float32)[None],
+                            start=total - width if from_end else 0, width=width))
+    return blocks, groups
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps_per_epoch", "cfg"))
+def fit_eval_blocks(X, Y, w, blocks, idx, valid, X_eval, *, num_classes, steps_per_epoch, cfg):
+    """:func:`~.elastic_net.fit_blocks_planned` for every seed's batch plan ``idx``, ``valid``
+    [S, steps, batch] and the predicted classes on ``X_eval``: (params with a leading [S] axis,
+    classes [S, M, H, N_eval] per block)."""
+    def one(i, v):
+        P = fit_blocks_planned(X, Y, w, blocks, i, v, num_classes=num_classes,
+                               steps_per_epoch=steps_per_epoch, cfg=cfg)
+        return P, predict_blocks(X_eval, blocks, P)
+    return jax.vmap(one)(idx, valid)
+
+
+@functools.partial(jax.jit, static_argnames=("num_train", "cfg"))
+def batch_plans(keys, w, *, num_train, cfg):
+    """:func:`~.elastic_net.batch_plan` for each key [S]: idx, valid [S, steps, batch]."""
+    return jax.vmap(lambda k: batch_plan(k, w, num_train=num_train, cfg=cfg)[:2])(keys)
+
+
+def _steps_per_epoch(num_train: int, cfg: ProbeConfig) -> int:
+    bs = min(cfg.batch_size, num_train) if cfg.batch_size else num_train
+    return max(1, -(-num_train // bs))
+
+
+def _sds_tree(tree):
+    return jax.tree.map(lambda a: _sds(np.shape(a), a.dtype), tree)
+
+
+def _run_blocks(args, statics, compiled=None):
+    """Run :func:`fit_eval_blocks`, with the executable compiled ahead of time if given."""
+    if compiled is not None:
+        return compiled.result()(*args)
+    return fit_eval_blocks(*args, **statics)
+
+
+def _precompile_blocks(args, statics):
+    """Compile :func:`fit_eval_blocks` for these arguments' shapes in the background."""
+    if len(jax.local_devices()) > 1:
+        return None
+    sds = _sds_tree(args)
+    return _POOL.submit(lambda: fit_eval_blocks.lower(*sds, **statics).compile())
+
+
+def _phase2_blocks(sizes, pct_sizes, rand_cols, ntot, l1, l2, max_buckets):
+    """Blocks of call 2 on the columns in ranking order: the minimal-subset candidates (first
+    ``sizes`` columns, in at most ``max_buckets`` padded groups), the bottom k% (last
+    ``pct_sizes`` columns) and the random k% (columns ``rand_cols``), two groups each.
+    Returns (blocks, layout) with layout[i] = (kind, indices) for block i."""
+    blocks, layout = [], []
+    bl, groups = _nested_blocks(sizes, ntot, l1, l2, max_buckets)
+    blocks += bl
+    layout += [("subset", g) for g in groups]
+    order = np.argsort(pct_sizes, kind="stable")
+    psorted = np.asarray(pct_sizes)[order]
+    bl, groups = _nested_blocks(psorted, ntot, l1, l2, 2, from_end=True)
+    blocks += bl
+    layout += [("bottom", order[g]) for g in groups]
+    for grp in size_buckets(psorted, 2):
+        ids = order[grp]
+        width = int(psorted[grp].max())
+        cols = np.zeros((len(ids), width), np.int32)
+        mask = np.zeros((len(ids), 1, width), np.float32)
+        for r, i in enumerate(ids):
+            cols[r, :len(rand_cols[i])] = rand_cols[i]
+            mask[r, 0, :len(rand_cols[i])] = 1
+        blocks.append(Block(label=np.zeros(1, np.int32), l1=np.full(1, l1, np.float32),
+                            l2=np.full(1, l2, np.float32), cols=cols,
+                            mask=None if mask.all() else mask))
+        layout.append(("random", ids))
+    return blocks, layout
 
 
 def _acc(pred: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
@@ -236,52 +324,102 @@ def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
                 seeds: int = 1, delta: float = 0.01, search_stride: int = 100,
                 ablation_pcts=ABLATION_PCTS, subset_early_stop: bool = False,
-                width_factor: float = 4.0, layerwise_only: bool = False,
+                subset_buckets: int = 4, layerwise_only: bool = False,
                 per_neuron: bool = True, progress: Callable[[str], None] | None = None):
     """Run the whole protocol of METHOD.md for one task on one store.
 
-    ``layerwise_only`` stops after the layer-wise probes (results then hold task, classes,
-    majority_accuracy, split_sizes and layers). ``subset_early_stop`` stops the minimal-subset search after the first width group that
-    reaches the target (same chosen subset, fewer candidates trained, as a sequential search).
+    Two jitted calls train everything: (1) the layer-wise task and control probes (lambda grid,
+    seeds) next to the oracle on all layers concatenated; (2) after the ranking, every
+    minimal-subset candidate (the top-n prefixes, which include the top-k% ablations) and the
+    random / bottom ablation retrains. Both are compiled ahead of time while the data loads.
+    ``subset_buckets`` bounds the padded groups the nested candidates are split into inside
+    call (2). ``layerwise_only`` stops after the layer-wise probes (results then hold task,
+    classes, majority_accuracy, split_sizes and layers). ``subset_early_stop`` is accepted for
+    compatibility: every candidate is trained in the one call, and the chosen subset is the
+    same a search stopping at the first size that reaches the target would choose.
     """
+    del subset_early_stop
     say = progress or (lambda s: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     td = D.prepare_task(store, task, seed)
-    layers = D.load_layers(store, td)
-    dims = [a.shape[1] for a in layers]
+    dims = list(store.dims)
     names = store.layer_names
     y, split = td.y, td.split
     tr, dv, te = split == D.TRAIN, split == D.DEV, split == D.TEST
-    w = jnp.asarray(tr.astype(np.float32))
-    ntr, C = int(tr.sum()), td.num_classes
-    l1 = jnp.asarray([a for a, _ in cfg.lambdas], jnp.float32)
-    l2 = jnp.asarray([b for _, b in cfg.lambdas], jnp.float32)
+    ev = np.flatnonzero(dv | te)                  # rows the probes are evaluated on
+    dv_e, te_e = dv[ev], te[ev]
+    y_e = y[ev]
+    ntr, C, L, G = int(tr.sum()), td.num_classes, len(dims), len(cfg.lambdas)
+    ntot, dmax = sum(dims), max(dims)
+    l1s = np.asarray([a for a, _ in cfg.lambdas], np.float32)
+    l2s = np.asarray([b for _, b in cfg.lambdas], np.float32)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     statics = dict(num_classes=C, num_train=ntr, cfg=cfg)
+    nb = _steps_per_epoch(ntr, cfg)
+    bstat = dict(num_classes=C, steps_per_epoch=nb, cfg=cfg)
     ctrl = D.control_labels(td, seed)
-    ntot_ = sum(dims)
-    _schedule_compiles(len(layers), len(y), max(dims), ntot_, len(cfg.lambdas), seeds,
-                       ablation_pcts, width_factor, subset_early_stop, statics)
+    N = len(y)
+    bs = min(cfg.batch_size, ntr) if cfg.batch_size else ntr
+    plan_sds = lambda S: (_sds((S, cfg.epochs * nb, bs), jnp.int32),
+                          _sds((S, cfg.epochs * nb, bs)))
+
+    # --- the blocks of both calls (shapes only depend on the store), compiled in background
+    offs = np.cumsum([0] + dims)
+    cols = np.zeros((L, dmax), np.int32)
+    lmask = np.zeros((L, 1, dmax), np.float32)
+    for k, d in enumerate(dims):
+        cols[k, :d] = offs[k] + np.arange(d)
+        lmask[k, 0, :d] = 1
+    layer_block = Block(label=np.repeat(np.arange(2, dtype=np.int32), G), l1=np.tile(l1s, 2),
+                        l2=np.tile(l2s, 2), cols=cols,
+                        mask=None if min(dims) == dmax else lmask)
+    oracle_block = Block(label=np.zeros(G, np.int32), l1=l1s, l2=l2s, start=0, width=ntot)
+    if layerwise_only:
+        calls1 = [((layer_block,), seeds)]
+    elif seeds == 1:
+        calls1 = [((layer_block, oracle_block), 1)]
+    else:
+        calls1 = [((layer_block,), seeds), ((oracle_block,), 1)]
+    w = np.asarray(tr, np.float32)
+    Y = np.stack([y, ctrl]).astype(np.int32)
+    X_sds, Xe_sds = _sds((N, ntot)), _sds((len(ev), ntot))
+    futs1 = [_precompile_blocks((X_sds, Y, w, b) + plan_sds(S) + (Xe_sds,), bstat)
+             for b, S in calls1]
+    sizes = R.minimal_subset_sizes(ntot)
+    pct_sizes = [max(1, int(round(p / 100.0 * ntot))) for p in ablation_pcts]
+    # top-n prefixes to train: the candidates, and the top-k% retrains (normally among them)
+    prefixes = np.union1d(sizes, pct_sizes)
+    if not layerwise_only:
+        # phase 2 layout; the lambda values are placeholders here (only shapes matter)
+        blocks2 = _phase2_blocks(prefixes, pct_sizes, [np.arange(n) for n in pct_sizes], ntot,
+                                 0.0, 0.0, subset_buckets)[0]
+        fut2 = _precompile_blocks((X_sds, Y, w, tuple(blocks2)) + plan_sds(1) + (Xe_sds,),
+                                  bstat)
+    # every family's mini-batches: one plan per seed, shared by all probes of that seed
+    plan = batch_plans(keys, jnp.asarray(w), num_train=ntr, cfg=cfg)
+    layers = D.load_layers(store, td)
+    Xall = np.concatenate(layers, axis=1)         # standardised once, all layers side by side
+    del layers
+    Xall_j, Xe_j = jnp.asarray(Xall), jnp.asarray(Xall[ev])
     timings["load"] = time.perf_counter() - t0
 
-    # --- layer-wise, task + control, lambdas, seeds: one call
+    # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
     say("layer-wise probes")
     t = time.perf_counter()
-    Xs, masks = D.stack_padded(layers)
-    Y = jnp.asarray(np.stack([y, ctrl]))
-    P = fit_layers(jnp.asarray(Xs), Y, w, jnp.asarray(masks), l1, l2, keys, **statics)
-    # predictions [T, L, G, S, N]
-    pred = np.asarray(predict_layers(P["W"], P["b"], jnp.asarray(Xs), jnp.asarray(masks)))
-    labels = np.stack([y, ctrl])
-    dev_acc = np.stack([_acc(pred[t_], labels[t_], dv) for t_ in range(2)])   # [T, L, G, S]
+    outs = [_run_blocks((Xall_j, Y, w, b, plan[0][:S], plan[1][:S], Xe_j), bstat, f)
+            for (b, S), f in zip(calls1, futs1)]
+    pred = np.asarray(outs[0][1][0])                                # [S, L, 2G, N_eval]
+    pred = pred.reshape(seeds, L, 2, G, -1).transpose(2, 1, 3, 0, 4)  # [T, L, G, S, N_eval]
+    labels = np.stack([y_e, ctrl[ev]])
+    dev_acc = np.stack([_acc(pred[t_], labels[t_], dv_e) for t_ in range(2)])   # [T, L, G, S]
     best_g = dev_acc.mean(-1).argmax(-1)                                        # [T, L]
     layer_rows, layer_lambdas, layer_std = [], [], []
     for k, name in enumerate(names):
         accs = {}
         for t_ in range(2):
             g = best_g[t_, k]
-            per_seed = [_metrics(pred[t_, k, g, s][te], labels[t_][te]) for s in range(seeds)]
+            per_seed = [_metrics(pred[t_, k, g, s][te_e], labels[t_][te_e]) for s in range(seeds)]
             accs[t_] = np.array(per_seed)
         acc, f1 = accs[0].mean(0)
         cacc = accs[1][:, 0].mean()
@@ -291,7 +429,6 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         layer_lambdas.append(list(cfg.lambdas[best_g[0, k]]))
         layer_std.append({"accuracy_std": float(accs[0][:, 0].std()),
                           "control_accuracy_std": float(accs[1][:, 0].std())})
-    del P, pred, Xs
     timings["layerwise"] = time.perf_counter() - t
     if layerwise_only:
         return ({"task": task, "classes": td.classes, "majority_accuracy": D.majority_accuracy(td),
@@ -299,21 +436,17 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                 {"layer_lambdas": layer_lambdas, "layer_seed_spread": layer_std,
                  "num_missing_labels": td.num_missing, "timings_s": timings})
 
-    # --- oracle: all layers concatenated, lambda grid in one call
+    # --- oracle: all layers concatenated, the lambda chosen on dev (trained in call 1)
     say("oracle probe")
     t = time.perf_counter()
-    Xall = jnp.asarray(np.concatenate(layers, axis=1))
-    ntot = Xall.shape[1]
-    full = jnp.ones((1, ntot), jnp.float32)
-    Po = fit_grid(Xall, jnp.asarray(y)[None], w, full, l1, l2, keys[:1], **statics)
-    Po = jax.tree.map(lambda a: a[0, 0, :, 0], Po)                             # [G, ...]
-    pred_o = np.asarray(predict_shared(Po["W"], Po["b"], Xall, jnp.broadcast_to(full, (len(cfg.lambdas), ntot))))          # [G, N]
-    g_o = int(_acc(pred_o, y, dv).argmax())
-    oracle_W, oracle_b = np.asarray(Po["W"][g_o]), np.asarray(Po["b"][g_o])
-    oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te], y[te])
-    oracle_dev = float(_acc(pred_o[g_o], y, dv))
+    Po, pred_o = (outs[0][0][1], outs[0][1][1]) if seeds == 1 else (outs[1][0][0], outs[1][1][0])
+    pred_o = np.asarray(pred_o)[0, 0]                                            # [G, N_eval]
+    g_o = int(_acc(pred_o, y_e, dv_e).argmax())
+    oracle_W, oracle_b = np.asarray(Po["W"][0, 0, g_o]), np.asarray(Po["b"][0, 0, g_o])
+    oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te_e], y_e[te_e])
+    oracle_dev = float(_acc(pred_o[g_o], y_e, dv_e))
     lam = cfg.lambdas[g_o]
-    l1o, l2o = jnp.asarray([lam[0]], jnp.float32), jnp.asarray([lam[1]], jnp.float32)
+    del outs, Po
     timings["oracle"] = time.perf_counter() - t
 
     # --- ranking: NeuroX weight mass over the oracle; per-neuron probe accuracy as a second
@@ -323,72 +456,63 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     index = D.neuron_index(dims)
     neuron_dev_acc = None
     if per_neuron:
-        Pn = fit_neurons(Xall, jnp.asarray(y), w, l1o[0], l2o[0], keys[0], **statics)
-        pn = np.asarray(predict_neurons(Pn["W"], Pn["b"], Xall))              # [D, N]
+        Pn = fit_neurons(Xall_j, jnp.asarray(y), jnp.asarray(w), jnp.float32(lam[0]),
+                         jnp.float32(lam[1]), keys[0], **statics)
+        pn = np.asarray(predict_neurons(Pn["W"], Pn["b"], Xall_j))              # [D, N]
         neuron_dev_acc = _acc(pn, y, dv)
         del Pn, pn
     timings["ranking"] = time.perf_counter() - t
 
-    # --- ablation: top / random / bottom k%, retrain (one call) and zero-out (one call)
+    # --- call 2: every minimal-subset candidate (top-n prefixes of the ordering, which are
+    # also the top-k% retrains) and the random / bottom retrains, on the ordered columns
     say("ablation")
     t = time.perf_counter()
-    sels, sel_keys = [], []
-    for pct in ablation_pcts:
-        for how in SELECTIONS:
-            sels.append(R.select(ordering, pct / 100.0, how, seed=seed + pct))
-            sel_keys.append((how, pct))
-    sel_masks = np.zeros((len(sels), ntot), np.float32)
-    for i, idx in enumerate(sels):
-        sel_masks[i, idx] = 1
-    # "top k%" retrains are minimal-subset candidates (the same top-n prefixes): they are read
-    # from that stage below; random and bottom are trained here
-    rest = [i for i, (how, _) in enumerate(sel_keys) if how != "top"]
-    pred_r = {}
-    for grp in width_groups([len(sels[i]) for i in rest], width_factor):
-        ids = [rest[i] for i in grp]
-        for i, p in zip(ids, fit_columns(Xall, [sels[i] for i in ids], y, w, l1o, l2o, keys[0],
-                                         statics)):
-            pred_r[i] = p
-    M = len(sels)
-    sel_masks = jnp.asarray(sel_masks)
+    rank_of = np.empty(ntot, np.int64)
+    rank_of[ordering] = np.arange(ntot)
+    rand_sel = [R.select(ordering, p / 100.0, "random", seed=seed + p) for p in ablation_pcts]
+    blocks2, layout = _phase2_blocks(prefixes, pct_sizes, [np.sort(rank_of[s]) for s in rand_sel],
+                                     ntot, lam[0], lam[1], subset_buckets)
+    Xord = Xall[:, ordering]
+    out2 = _run_blocks((jnp.asarray(Xord), Y, w, tuple(blocks2), plan[0][:1], plan[1][:1],
+                        jnp.asarray(Xord[ev])), bstat, fut2)
+    del Xord
+    preds2 = [np.asarray(p)[0] for p in out2[1]]                   # per block [M, H, N_eval]
+    del out2
+    dev_p = np.full(len(prefixes), np.nan)
+    test_p = np.full(len(prefixes), np.nan)
+    retrain = {how: {} for how in SELECTIONS}
+    for (kind, ids), p in zip(layout, preds2):
+        p = p.reshape(-1, p.shape[-1])                             # [M * H, N_eval]
+        if kind == "subset":
+            dev_p[ids], test_p[ids] = _acc(p, y_e, dv_e), _acc(p, y_e, te_e)
+        else:
+            for i, a in zip(ids, _acc(p, y_e, te_e)):
+                retrain[kind][str(ablation_pcts[i])] = float(a)
+    for pct, n in zip(ablation_pcts, pct_sizes):
+        retrain["top"][str(pct)] = float(test_p[int(np.searchsorted(prefixes, n))])
+    at = np.searchsorted(prefixes, sizes)
+    dev_c, test_c = dev_p[at], test_p[at]
+    # zero-out: the trained oracle with all but the kept neurons' weights zeroed
+    sel_keys = [(how, pct) for pct in ablation_pcts for how in SELECTIONS]
+    sel_masks = np.zeros((len(sel_keys), ntot), np.float32)
+    for i, (how, pct) in enumerate(sel_keys):
+        sel_masks[i, R.select(ordering, pct / 100.0, how, seed=seed + pct)] = 1
+    M = len(sel_keys)
+    te_rows = np.flatnonzero(te)
     pred_z = np.asarray(predict_shared(jnp.broadcast_to(oracle_W, (M,) + oracle_W.shape),
                                        jnp.broadcast_to(oracle_b, (M,) + oracle_b.shape),
-                                       Xall, sel_masks))
-    ablation = {mode: {how: {} for how in SELECTIONS} for mode in ("retrain", "zero_out")}
+                                       jnp.asarray(Xall[te_rows]), jnp.asarray(sel_masks)))
+    ablation = {"retrain": {how: {str(p): retrain[how][str(p)] for p in ablation_pcts}
+                            for how in SELECTIONS},
+                "zero_out": {how: {} for how in SELECTIONS}}
     for i, (how, pct) in enumerate(sel_keys):
-        ablation["retrain"][how][str(pct)] = (float(_acc(pred_r[i], y, te)) if i in pred_r
-                                              else None)
-        ablation["zero_out"][how][str(pct)] = float(_acc(pred_z[i], y, te))
-    del pred_z
+        ablation["zero_out"][how][str(pct)] = float(np.mean(pred_z[i] == y[te_rows]))
     timings["ablation"] = time.perf_counter() - t
 
-    # --- minimal subset: every candidate size, prefix masks of the ordering
+    # --- minimal subset: the smallest candidate whose dev accuracy reaches the target
     say("minimal subset")
     t = time.perf_counter()
-    sizes = R.minimal_subset_sizes(ntot)
-    dev_c = np.full(len(sizes), np.nan)
-    test_c = np.full(len(sizes), np.nan)
     target = oracle_dev * (1 - delta)
-    Xord = Xall[:, jnp.asarray(ordering)]
-    for grp in width_groups(sizes, width_factor):
-        # nested prefixes share one X (no per-candidate copy): prefix masks select the columns
-        width = int(sizes[grp].max())
-        Xw = Xord[:, :width]
-        pm = jnp.asarray((np.arange(width)[None] < sizes[grp][:, None]).astype(np.float32))
-        Ps = fit_grid(Xw, jnp.asarray(y)[None], w, pm, l1o, l2o, keys[:1], **statics)
-        Ps = jax.tree.map(lambda a: a[0, :, 0, 0], Ps)
-        pred = np.asarray(predict_shared(Ps["W"], Ps["b"], Xw, pm))
-        dev_c[grp], test_c[grp] = _acc(pred, y, dv), _acc(pred, y, te)
-        if subset_early_stop and np.any(dev_c[grp] >= target):
-            break
-    for i, (how, pct) in enumerate(sel_keys):
-        if how == "top":
-            j = int(np.searchsorted(sizes, len(sels[i])))
-            if j < len(sizes) and sizes[j] == len(sels[i]) and not np.isnan(test_c[j]):
-                ablation["retrain"]["top"][str(pct)] = float(test_c[j])
-            else:   # not trained by an early-stopped subset search
-                p = fit_columns(Xall, [sels[i]], y, w, l1o, l2o, keys[0], statics)[0]
-                ablation["retrain"]["top"][str(pct)] = float(_acc(p, y, te))
     hit = np.flatnonzero(dev_c >= target)
     pick = int(hit[0]) if len(hit) else len(sizes) - 1
     n_min = int(sizes[pick])
