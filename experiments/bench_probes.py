@@ -38,8 +38,9 @@ flags.DEFINE_list("methods", ["speechinterp", "neurox", "sklearn"], "Methods to 
 flags.DEFINE_integer("sklearn_max_iter", 100, "saga iterations per scikit-learn fit.")
 flags.DEFINE_string("store", None, "Reuse this store instead of building one.")
 flags.DEFINE_enum("subsets", "all", ["all", "early_stop"],
-                  "Minimal-subset search: train every candidate size (the protocol), or stop at "
-                  "the first size that reaches the target (a sequential search), for every method.")
+                  "Minimal-subset search of the one-probe-at-a-time peers: train every candidate "
+                  "size (the protocol), or stop at the first size that reaches the target (a "
+                  "sequential search). speechinterp always trains every candidate in one call.")
 flags.DEFINE_list("probe_configs", ["neurox"],
                   "speechinterp probe settings to time (each its own row).")
 flags.DEFINE_string("cache_dir", None, "JAX persistent compilation cache for speechinterp "
@@ -48,6 +49,7 @@ flags.DEFINE_string("child", None, "Internal: run one method in this process.")
 
 PCTS = (1, 5, 10, 15, 20, 50)
 DELTA = 0.01
+STAGES: dict = {}   # speechinterp's own stage timings (run_probing's details["timings_s"])
 
 
 def build_store(path):
@@ -123,9 +125,9 @@ def run_method(method, store_path):
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         from speechinterp.probes import elastic_net, protocol
         cfg = elastic_net.CONFIGS[method.split("-", 1)[1]]
-        res, _ = protocol.run_probing(store, "prop", cfg, delta=DELTA, per_neuron=False,
-                                      ablation_pcts=PCTS,
-                                      subset_early_stop=FLAGS.subsets == "early_stop")
+        res, det = protocol.run_probing(store, "prop", cfg, delta=DELTA, per_neuron=False,
+                                        ablation_pcts=PCTS)
+        STAGES.update(det["timings_s"])
         return float(np.mean([l["accuracy"] for l in res["layers"]])), res["oracle"]["accuracy"]
     if method == "neurox":
         import torch
@@ -167,7 +169,7 @@ def main(argv):
         wall = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps({"wall_s": wall, "peak_mb": peak, "layer_acc": layer_acc,
-                                      "oracle_acc": oracle_acc}))
+                                      "oracle_acc": oracle_acc, "stages": STAGES}))
         return
     from experiments.benchmarking import thread_env
     path = FLAGS.store or os.path.join(tempfile.mkdtemp(), "store")
@@ -193,6 +195,9 @@ def main(argv):
         r = res[m]
         print(f"{m:20s} wall {r['wall_s']:8.1f} s  peak {r['peak_mb']:7.0f} MB  "
               f"mean layer acc {r['layer_acc']:.3f}  oracle acc {r['oracle_acc']:.3f}", flush=True)
+        if r.get("stages"):
+            print("    stages (s, compilation overlapped): " + ", ".join(
+                f"{k} {v:.1f}" for k, v in r["stages"].items()), flush=True)
     for o in [m for m in res if m.startswith("speechinterp")]:
         ours = res[o]
         for m, r in res.items():

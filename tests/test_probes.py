@@ -128,6 +128,93 @@ def test_accuracy_matches_sklearn_elastic_net(planted):
         assert abs(ours - theirs) <= 0.02, (k, ours, theirs)
 
 
+def _fit_default_grid(X, y, split):
+    """The ``default`` setting through the block engine: the lambda grid in one call, the
+    lambda chosen on dev; returns the test accuracy."""
+    cfg = EN.DEFAULT
+    tr = split == 0
+    G = len(cfg.lambdas)
+    blk = EN.Block(label=np.zeros(G, np.int32), l1=np.array([a for a, _ in cfg.lambdas], np.float32),
+                   l2=np.array([b for _, b in cfg.lambdas], np.float32), width=X.shape[1])
+    P = jax.jit(lambda: EN.fit_blocks(jnp.asarray(X), jnp.asarray(y)[None],
+                                      jnp.asarray(tr.astype(np.float32)), (blk,),
+                                      jax.random.PRNGKey(0), num_classes=int(y.max()) + 1,
+                                      num_train=int(tr.sum()), cfg=cfg))()
+    pred = np.asarray(EN.predict_blocks(jnp.asarray(X), (blk,), P)[0])[0]   # [G, N]
+    g = int(np.argmax([np.mean(p[split == 1] == y[split == 1]) for p in pred]))
+    return float(np.mean(pred[g][split == 2] == y[split == 2]))
+
+
+def test_default_setting_converges_to_sklearn_accuracy():
+    # a small separable problem: 4 classes carried by 6 of 40 standardised features
+    rng = np.random.default_rng(5)
+    n, C = 1200, 4
+    y = rng.integers(0, C, n)
+    X = rng.normal(size=(n, 40))
+    X[:, :6] += 2.0 * rng.normal(size=(C, 6))[y]
+    split = rng.choice(3, size=n, p=(0.6, 0.2, 0.2))
+    X = D.standardize(X, split == 0)
+    ours = _fit_default_grid(X, y, split)
+    sk = LogisticRegression(C=1.0, max_iter=5000).fit(X[split == 0], y[split == 0])
+    theirs = sk.score(X[split == 2], y[split == 2])
+    assert theirs > 0.9, theirs                    # the problem is (nearly) separable
+    assert ours >= theirs - 0.03, (ours, theirs)
+    # the NeuroX setting's 10 epochs at lr 1e-3 stop short of that (0.91 vs 0.99 here)
+    blk = EN.Block(label=np.zeros(1, np.int32), l1=np.full(1, 1e-5, np.float32),
+                   l2=np.full(1, 1e-5, np.float32), width=40)
+    tr = split == 0
+    P = EN.fit_blocks(jnp.asarray(X), jnp.asarray(y)[None], jnp.asarray(tr.astype(np.float32)),
+                      (blk,), jax.random.PRNGKey(0), num_classes=C, num_train=int(tr.sum()),
+                      cfg=EN.NEUROX)
+    neurox = np.mean(np.asarray(EN.predict_blocks(jnp.asarray(X), (blk,), P)[0])[0, 0][split == 2]
+                     == y[split == 2])
+    assert neurox < ours - 0.03, (neurox, ours)
+
+
+def test_block_engine_equals_one_probe_at_a_time():
+    # layers with padding (gathered columns + masks, two labels, two lambdas) and nested
+    # prefixes (shared columns, prefix masks) in one call == fit_probe one probe at a time
+    rng = np.random.default_rng(0)
+    N, C = 300, 3
+    X = jnp.asarray(rng.normal(size=(N, 20)).astype(np.float32))
+    Y = jnp.asarray(rng.integers(0, C, (2, N)).astype(np.int32))
+    w = jnp.asarray((rng.random(N) < 0.7).astype(np.float32))
+    ntr = int(w.sum())
+    cfg = EN.ProbeConfig(epochs=3, batch_size=32, learning_rate=1e-2)
+    key = jax.random.PRNGKey(1)
+    cols = np.array([np.arange(0, 8), np.r_[np.arange(8, 14), 0, 0]], np.int32)
+    mask = np.array([[np.ones(8)], [np.r_[np.ones(6), 0, 0]]], np.float32)
+    lam = np.array([1e-3, 1e-3, 1e-2], np.float32)
+    layers = EN.Block(label=np.array([0, 1, 0], np.int32), l1=lam, l2=lam, cols=cols, mask=mask)
+    sizes = np.array([3, 7, 12])
+    pm = (np.arange(12)[None] < sizes[:, None]).astype(np.float32)[None]
+    prefixes = EN.Block(label=np.zeros(3, np.int32), l1=np.full(3, 1e-3, np.float32),
+                        l2=np.full(3, 1e-3, np.float32), mask=pm, start=4, width=12)
+    P = jax.jit(lambda: EN.fit_blocks(X, Y, w, (layers, prefixes), key, num_classes=C,
+                                      num_train=ntr, cfg=cfg))()
+    fit = jax.jit(lambda Xs, y, m, l1, l2: EN.fit_probe(Xs, y, w, m, l1, l2, key, num_classes=C,
+                                                         num_train=ntr, cfg=cfg))
+    for m in range(2):
+        for h in range(3):
+            p = fit(X[:, cols[m]], Y[layers.label[h]], mask[m, 0], lam[h], lam[h])
+            np.testing.assert_allclose(P[0]["W"][m, h], p["W"] * mask[m, 0][:, None], atol=1e-6)
+            np.testing.assert_allclose(P[0]["b"][m, h], p["b"], atol=1e-6)
+    for h in range(3):
+        p = fit(X[:, 4:16], Y[0], pm[0, h], 1e-3, 1e-3)
+        np.testing.assert_allclose(P[1]["W"][0, h], p["W"] * pm[0, h][:, None], atol=1e-6)
+        assert np.all(np.asarray(P[1]["W"][0, h, sizes[h]:]) == 0)   # masked weights stay 0
+    classes = EN.predict_blocks(X, (layers, prefixes), P)
+    assert classes[0].shape == (2, 3, N) and classes[1].shape == (1, 3, N)
+
+
+def test_size_buckets_pad_little():
+    sizes = ranking.minimal_subset_sizes(9984)
+    groups = protocol.size_buckets(sizes, 4)
+    assert len(groups) == 4 and np.array_equal(np.concatenate(groups), np.arange(len(sizes)))
+    padded = sum(len(g) * sizes[g].max() for g in groups)
+    assert padded < 1.5 * sizes.sum() < len(sizes) * sizes.max() / 5
+
+
 def test_neurox_setting_also_finds_the_layer(planted):
     res, _ = protocol.run_probing(planted, "prop", EN.NEUROX, per_neuron=False)
     acc = [l["accuracy"] for l in res["layers"]]
