@@ -38,3 +38,30 @@ def peak_rss_mb() -> float:
         pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def bench_waveforms(utterances: int, seconds: float, sample_rate: int = 16000):
+    """The benchmark input: ``utterances`` equal-length float32 noise rows [U, S] (seed 0)."""
+    import numpy as np
+
+    n = int(seconds * sample_rate)
+    rng = np.random.default_rng(0)
+    return (0.1 * rng.standard_normal((utterances, n))).astype(np.float32)
+
+
+def flax_extractor(enc, waveforms):
+    """Zero-argument timed callable: ``jax.jit(enc.apply)`` on ``waveforms`` [U, S] (all at
+    full length), blocking until every layer's output is ready; returns the outputs."""
+    import jax
+    import jax.numpy as jnp
+
+    apply = jax.jit(enc.apply)
+    params = jax.tree.map(jnp.asarray, enc.params)
+    wav = jnp.asarray(waveforms)
+    lens = jnp.full((wav.shape[0],), wav.shape[1], jnp.int32)
+
+    def flax_fn():
+        outs, _ = apply(params, wav, lens)
+        return jax.block_until_ready(outs)
+
+    return flax_fn

