@@ -190,7 +190,9 @@ def test_block_engine_equals_one_probe_at_a_time():
     pm = (np.arange(12)[None] < sizes[:, None]).astype(np.float32)[None]
     prefixes = EN.Block(label=np.zeros(3, np.int32), l1=np.full(3, 1e-3, np.float32),
                         l2=np.full(3, 1e-3, np.float32), mask=pm, start=4, width=12)
-    P = jax.jit(lambda: EN.fit_blocks(X, Y, w, (layers, prefixes), key, num_classes=C,
+    runs = EN.Block(label=np.array([1], np.int32), l1=np.full(1, 1e-3, np.float32),
+                    l2=np.full(1, 1e-3, np.float32), start=10, width=5, sets=2)  # cols 10-14, 15-19
+    P = jax.jit(lambda: EN.fit_blocks(X, Y, w, (layers, prefixes, runs), key, num_classes=C,
                                       num_train=ntr, cfg=cfg))()
     fit = jax.jit(lambda Xs, y, m, l1, l2: EN.fit_probe(Xs, y, w, m, l1, l2, key, num_classes=C,
                                                          num_train=ntr, cfg=cfg))
@@ -203,7 +205,10 @@ def test_block_engine_equals_one_probe_at_a_time():
         p = fit(X[:, 4:16], Y[0], pm[0, h], 1e-3, 1e-3)
         np.testing.assert_allclose(P[1]["W"][0, h], p["W"] * pm[0, h][:, None], atol=1e-6)
         assert np.all(np.asarray(P[1]["W"][0, h, sizes[h]:]) == 0)   # masked weights stay 0
-    classes = EN.predict_blocks(X, (layers, prefixes), P)
+    for m in range(2):
+        p = fit(X[:, 10 + 5 * m:15 + 5 * m], Y[1], jnp.ones(5), 1e-3, 1e-3)
+        np.testing.assert_allclose(P[2]["W"][m, 0], p["W"], atol=1e-6)
+    classes = EN.predict_blocks(X, (layers, prefixes, runs), P)
     assert classes[0].shape == (2, 3, N) and classes[1].shape == (1, 3, N)
 
 

@@ -160,6 +160,19 @@ def load_layers(store: Store, data: TaskData) -> list[np.ndarray]:
     return out
 
 
+def load_concatenated(store: Store, data: TaskData) -> np.ndarray:
+    """Every layer standardised (train statistics) side by side: float32 [N_task, sum D_k],
+    written layer by layer into one array (no per-layer copies kept)."""
+    train = data.split == TRAIN
+    out = np.empty((len(data.rows), sum(store.dims)), np.float32)
+    o = 0
+    for k in range(store.num_layers):
+        X = np.asarray(store.layer(k)[data.rows], np.float32)
+        out[:, o:o + X.shape[1]] = standardize(X, train)
+        o += X.shape[1]
+    return out
+
+
 def stack_padded(layers: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Zero-pad layers to the widest: X [L, N, D_max] and feature mask [L, D_max]."""
     dmax = max(a.shape[1] for a in layers)

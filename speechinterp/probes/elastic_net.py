@@ -147,8 +147,8 @@ class Block:
 
     The block has M column sets, and H heads (probes) on each:
 
-    * ``cols`` [M, Wd] int32 column indices into X, or None for the contiguous columns
-      ``start : start + width`` (then M = 1 and nothing is gathered);
+    * ``cols`` [M, Wd] int32 column indices into X, or None for M = ``sets`` contiguous runs
+      of ``width`` columns from ``start`` (a slice and a reshape: nothing is gathered);
     * ``mask`` [M, Hm, Wd] feature mask (Hm = 1 or H), 0 drops a column for that probe (layer
       padding, nested subsets); None keeps every column;
     * ``label`` [H]: the row of Y each head predicts; ``l1``, ``l2`` [H]: its penalties.
@@ -164,10 +164,11 @@ class Block:
     mask: jax.Array | None = None
     start: int = 0
     width: int = 0
+    sets: int = 1
 
     @property
     def num_sets(self) -> int:
-        return 1 if self.cols is None else self.cols.shape[0]
+        return self.sets if self.cols is None else self.cols.shape[0]
 
     @property
     def num_cols(self) -> int:
@@ -179,13 +180,14 @@ class Block:
 
 
 jax.tree_util.register_dataclass(Block, data_fields=["label", "l1", "l2", "cols", "mask"],
-                                 meta_fields=["start", "width"])
+                                 meta_fields=["start", "width", "sets"])
 
 
 def _block_columns(X, blk: Block):
     """X [B, K] -> the block's columns [B, M, Wd]."""
     if blk.cols is None:
-        return jax.lax.slice_in_dim(X, blk.start, blk.start + blk.width, axis=1)[:, None, :]
+        Xs = jax.lax.slice_in_dim(X, blk.start, blk.start + blk.sets * blk.width, axis=1)
+        return Xs.reshape(X.shape[0], blk.sets, blk.width)
     return X[:, blk.cols]
 
 

@@ -371,9 +371,11 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     for k, d in enumerate(dims):
         cols[k, :d] = offs[k] + np.arange(d)
         lmask[k, 0, :d] = 1
+    # equal widths: layer k is the k-th run of dmax columns (no gather); else padded gathers
+    same = min(dims) == dmax
     layer_block = Block(label=np.repeat(np.arange(2, dtype=np.int32), G), l1=np.tile(l1s, 2),
-                        l2=np.tile(l2s, 2), cols=cols,
-                        mask=None if min(dims) == dmax else lmask)
+                        l2=np.tile(l2s, 2), cols=None if same else cols,
+                        mask=None if same else lmask, width=dmax, sets=L)
     oracle_block = Block(label=np.zeros(G, np.int32), l1=l1s, l2=l2s, start=0, width=ntot)
     if layerwise_only:
         calls1 = [((layer_block,), seeds)]
@@ -398,10 +400,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                                   bstat)
     # every family's mini-batches: one plan per seed, shared by all probes of that seed
     plan = batch_plans(keys, jnp.asarray(w), num_train=ntr, cfg=cfg)
-    layers = D.load_layers(store, td)
-    Xall = np.concatenate(layers, axis=1)         # standardised once, all layers side by side
-    del layers
-    Xall_j, Xe_j = jnp.asarray(Xall), jnp.asarray(Xall[ev])
+    # standardised once, all layers side by side; the layers are column ranges of it
+    Xall_j = jnp.asarray(D.load_concatenated(store, td))
+    Xe_j = Xall_j[ev]
     timings["load"] = time.perf_counter() - t0
 
     # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
@@ -472,10 +473,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     rand_sel = [R.select(ordering, p / 100.0, "random", seed=seed + p) for p in ablation_pcts]
     blocks2, layout = _phase2_blocks(prefixes, pct_sizes, [np.sort(rank_of[s]) for s in rand_sel],
                                      ntot, lam[0], lam[1], subset_buckets)
-    Xord = Xall[:, ordering]
-    out2 = _run_blocks((jnp.asarray(Xord), Y, w, tuple(blocks2), plan[0][:1], plan[1][:1],
-                        jnp.asarray(Xord[ev])), bstat, fut2)
-    del Xord
+    ordering_j = jnp.asarray(ordering)
+    out2 = _run_blocks((jnp.take(Xall_j, ordering_j, axis=1), Y, w, tuple(blocks2), plan[0][:1],
+                        plan[1][:1], jnp.take(Xe_j, ordering_j, axis=1)), bstat, fut2)
     preds2 = [np.asarray(p)[0] for p in out2[1]]                   # per block [M, H, N_eval]
     del out2
     dev_p = np.full(len(prefixes), np.nan)
@@ -501,7 +501,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     te_rows = np.flatnonzero(te)
     pred_z = np.asarray(predict_shared(jnp.broadcast_to(oracle_W, (M,) + oracle_W.shape),
                                        jnp.broadcast_to(oracle_b, (M,) + oracle_b.shape),
-                                       jnp.asarray(Xall[te_rows]), jnp.asarray(sel_masks)))
+                                       Xall_j[te_rows], jnp.asarray(sel_masks)))
     ablation = {"retrain": {how: {str(p): retrain[how][str(p)] for p in ablation_pcts}
                             for how in SELECTIONS},
                 "zero_out": {how: {} for how in SELECTIONS}}
