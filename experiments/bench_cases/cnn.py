@@ -8,6 +8,8 @@ equal-length utterances.
 """
 import numpy as np
 
+from experiments.benchmarking import bench_waveforms, flax_extractor
+
 
 def _torch_model(enc):
     import torch
@@ -67,24 +69,11 @@ def _torch_model(enc):
 
 
 def build_cnn_mgb3(utterances, seconds):
-    import jax
-    import jax.numpy as jnp
-
     from speechinterp.encoders.cnn import CNNEncoder
 
     enc = CNNEncoder.from_preset("mgb3", seed=0)
-    n = int(seconds * enc.sample_rate)
-    rng = np.random.default_rng(0)
-    wav = (0.1 * rng.standard_normal((utterances, n))).astype(np.float32)
-    lens = np.full(utterances, n, np.int32)
-    apply = jax.jit(enc.apply)
-    params = jax.tree.map(jnp.asarray, enc.params)
-    wav_j, lens_j = jnp.asarray(wav), jnp.asarray(lens)
-
-    def flax_fn():
-        outs, _ = apply(params, wav_j, lens_j)
-        jax.block_until_ready(outs)
-        return outs
+    wav = bench_waveforms(utterances, seconds, enc.sample_rate)
+    state = {}
 
     def torch_fn():
         import torch
@@ -95,8 +84,7 @@ def build_cnn_mgb3(utterances, seconds):
         with torch.no_grad():
             return state["model"](state["wav"])
 
-    state = {}
-    return {"flax": flax_fn, "torch": torch_fn}
+    return {"flax": flax_extractor(enc, wav), "torch": torch_fn}
 
 
 CASES = {"cnn_mgb3": build_cnn_mgb3}

@@ -11,28 +11,17 @@ import os
 
 import numpy as np
 
+from experiments.benchmarking import bench_waveforms, flax_extractor
+
 
 def build_ge2e(utterances, seconds):
-    import jax
-    import jax.numpy as jnp
-
     from speechinterp.convert.resemblyzer_ge2e import convert
 
     pt = os.path.join(os.path.dirname(importlib.util.find_spec("resemblyzer").origin),
                       "pretrained.pt")
     enc = convert(pt)
-    n = int(seconds * enc.sample_rate)
-    rng = np.random.default_rng(0)
-    wav = (0.1 * rng.standard_normal((utterances, n))).astype(np.float32)
-    lens = np.full(utterances, n, np.int32)
-    apply = jax.jit(enc.apply)
-    params = jax.tree.map(jnp.asarray, enc.params)
-    wav_j, lens_j = jnp.asarray(wav), jnp.asarray(lens)
-
-    def flax_fn():
-        outs, _ = apply(params, wav_j, lens_j)
-        jax.block_until_ready(outs)
-        return outs
+    wav = bench_waveforms(utterances, seconds, enc.sample_rate)
+    flax_fn = flax_extractor(enc, wav)
 
     state = {}
 

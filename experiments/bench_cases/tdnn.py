@@ -15,6 +15,8 @@ import types
 
 import numpy as np
 
+from experiments.benchmarking import bench_waveforms, flax_extractor
+
 
 def speechbrain_modules():
     """(Xvector, ECAPA_TDNN, Fbank, InputNormalization) from speechbrain, torchaudio-free.
@@ -125,8 +127,6 @@ _PUBLISHED = {"xvector": {}, "ecapa": {"channels": [1024, 1024, 1024, 1024, 3072
 
 
 def _build(family, utterances, seconds):
-    import jax
-    import jax.numpy as jnp
     import torch
 
     from speechinterp.convert.speechbrain_tdnn import FAMILIES, params_from_state
@@ -136,17 +136,8 @@ def _build(family, utterances, seconds):
     cfg = cfg_cls()
     enc = enc_cls(config=cfg, params=params_from_state(
         {k: v.numpy() for k, v in model.state_dict().items()}, family, cfg), family=family)
-    n = int(seconds * 16000)
-    rng = np.random.default_rng(0)
-    wav = (0.1 * rng.standard_normal((utterances, n))).astype(np.float32)
-    apply = jax.jit(enc.apply)
-    params = jax.tree.map(jnp.asarray, enc.params)
-    wav_j, lens_j = jnp.asarray(wav), jnp.full((utterances,), n, jnp.int32)
-
-    def flax_fn():
-        outs, _ = apply(params, wav_j, lens_j)
-        jax.block_until_ready(outs)
-        return outs
+    wav = bench_waveforms(utterances, seconds)
+    flax_fn = flax_extractor(enc, wav)
 
     wav_t, rel = torch.from_numpy(wav), torch.ones(utterances)
 
