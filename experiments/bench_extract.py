@@ -1,7 +1,7 @@
 """Whole-pipeline extraction throughput: ``experiments.extract`` against a transformers pipeline.
 
     python -m experiments.bench_extract [--corpus=DIR] [--num_utterances=200] [--batch_size=16]
-        [--threads=2] [--tiny] [--encoder=DIR] [--workdir=DIR]
+        [--threads=2] [--rounds=1] [--tiny] [--encoder=DIR] [--workdir=DIR]
 
 Both pipelines go from audio files to per-layer utterance vectors on disk: decode, resample,
 front end (waveform normalisation), encoder, per-layer mean over frames, write.
@@ -11,10 +11,12 @@ front end (waveform normalisation), encoder, per-layer mean over frames, write.
 * PyTorch: the usual transformers recipe: ``librosa.load(path, sr=16000)``,
   ``Wav2Vec2FeatureExtractor`` (``do_normalize``), ``Wav2Vec2Model(..., output_hidden_states=True)``
   in eager mode under ``torch.inference_mode()``, the CNN output via a forward hook, mean over
-  frames, one ``layer_<k>.npy`` per layer. It runs **one utterance at a time**: wav2vec2-base
-  (group-norm feature encoder, ``return_attention_mask=False``) must not be given padded batches
-  (transformers' Wav2Vec2 docs: such models "should simply be padded with 0 and no attention_mask
-  passed", which changes their outputs; so without padding, i.e. one by one).
+  frames, one ``layer_<k>.npy`` per layer. It runs **one utterance at a time**, the fair
+  standard practice for wav2vec2-base: its processor has ``return_attention_mask=False``, and
+  transformers' Wav2Vec2 docs say such models must get no ``attention_mask``: their batches are
+  zero-padded, which changes a padded utterance's outputs (the group norm and attention see the
+  padding, and a mean over frames would include it). Exact per-utterance vectors therefore
+  mean unpadded, one-by-one inference.
 
 The model is the real wav2vec2-base architecture (``Wav2Vec2Config()``) with random weights
 (``torch.manual_seed(--seed)``), saved with ``save_pretrained`` together with the
@@ -29,8 +31,10 @@ flags, ``torch.set_num_threads``, and the process pinned to the first ``--thread
 a *cold* pass (first run in the process: jit compilation of every bucket shape for us, oneDNN
 warm-up for PyTorch) and a *warm* pass (same process, fresh output). Each pass includes loading
 the model. Figures: utterances/s and the real-time factor RTF = wall seconds / audio seconds
-(lower is better; its inverse, "x real time", is printed too), peak RSS per process, and the
-throughput ratio ours / PyTorch.
+(lower is better; its inverse, "x real time", is printed too), the process's CPU seconds,
+peak RSS per process, and the throughput ratio ours / PyTorch. On a machine shared with other
+work, prefer ``--threads=1``: PyTorch's OpenMP threads spin at barriers and slow down many times
+over when the cores are oversubscribed (XLA's thread pool much less), which would flatter us.
 """
 import csv
 import json
@@ -110,9 +114,8 @@ def corpus_dir() -> str:
     if not os.path.isfile(os.path.join(cache, "utterances.csv")):
         print(f"building the tiny built-in corpus into {cache}", flush=True)
         tmp = tempfile.mkdtemp(prefix=".tmp_", dir=os.path.dirname(cache))
-        subprocess.run([sys.executable, "-m", "experiments.build_corpus", f"--out={tmp}",
-                        "--size=tiny", f"--seed={FLAGS.seed}"], check=True,
-                       stderr=subprocess.DEVNULL)
+        _child([sys.executable, "-m", "experiments.build_corpus", f"--out={tmp}",
+                "--size=tiny", f"--seed={FLAGS.seed}"], "building the built-in corpus")
         try:
             os.replace(tmp, cache)
         except OSError:            # another process built it first
