@@ -399,7 +399,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         fut2 = _precompile_blocks((X_sds, Y, w, tuple(blocks2)) + plan_sds(1) + (Xe_sds,),
                                   bstat)
     # every family's mini-batches: one plan per seed, shared by all probes of that seed
-    plan = batch_plans(keys, jnp.asarray(w), num_train=ntr, cfg=cfg)
+    # (computed in the background, as the data loads)
+    plan = _POOL.submit(lambda: jax.block_until_ready(
+        batch_plans(keys, jnp.asarray(w), num_train=ntr, cfg=cfg)))
     # standardised once, all layers side by side; the layers are column ranges of it
     Xall_j = jnp.asarray(D.load_concatenated(store, td))
     Xe_j = Xall_j[ev]
@@ -408,6 +410,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
     say("layer-wise probes")
     t = time.perf_counter()
+    plan = plan.result()
     outs = [_run_blocks((Xall_j, Y, w, b, plan[0][:S], plan[1][:S], Xe_j), bstat, f)
             for (b, S), f in zip(calls1, futs1)]
     pred = np.asarray(outs[0][1][0])                                # [S, L, 2G, N_eval]
