@@ -13,6 +13,11 @@ batch padding) and a ``feature_mask [D]`` (0 drops a column: padding of narrow l
 widest one, neuron subsets). It is a pure function, so ``jax.vmap`` over any argument trains
 many probes in one call: layers (X, mask), subsets (mask), control tasks (y), seeds (key),
 and the regularisation grid (l1, l2).
+
+:func:`fit_blocks` trains many families of probes at once with the same updates: each
+:class:`Block` is a set of probes on column sets of one X (layers, nested subsets), all of them
+on the same shuffled mini-batches, so one row gather per step serves every probe and probes on
+shared columns share one matrix product.
 """
 from __future__ import annotations
 

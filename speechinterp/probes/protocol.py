@@ -1,17 +1,23 @@
 """The probing protocol of METHOD.md (Linguistic Correlation Analysis, NeuroX), vectorised.
 
-Every family of probes is one jitted, vmapped call of :func:`~.elastic_net.fit_probe`:
+:func:`run_probing` trains every probe of a task in two jitted calls of
+:func:`~.elastic_net.fit_blocks` (probe blocks that share one mini-batch gather per step, and
+one matrix product per shared column set; each probe gets exactly :func:`~.elastic_net.fit_probe`'s
+updates):
 
-* layer-wise: labels (task + control) x layers (zero-padded to the widest) x lambda grid x seeds;
-* oracle: all layers concatenated x lambda grid;
-* per-neuron (univariate) probes: every neuron of every layer;
-* ablation (retrain): top / random / bottom x k%; zero-out masks the trained oracle;
-* minimal subset: the top-n prefix of the ranking for every candidate size n.
+1. layer-wise: labels (task + control) x layers (zero-padded to the widest, with a feature mask)
+   x lambda grid x seeds, next to the oracle on all layers concatenated x lambda grid;
+2. after the NeuroX ranking of the oracle: every minimal-subset candidate, i.e. the top-n prefix
+   of the ranking for every candidate size n (which include the top-k% ablation retrains), and
+   the random / bottom k% retrains. The nested prefixes share the ordered columns and differ
+   only by their masks; they are split into a few padded buckets chosen by dynamic programming
+   (:func:`size_buckets`), so the cost follows the subset sizes while compilations stay few.
 
-Subset probes gather their columns and are zero-padded (with a feature mask) to the widest
-subset of their call. By default subsets are grouped so widths within a call differ at most
-``width_factor`` = 4x: the cost then follows the subset sizes and compilations stay few;
-``width_factor=inf`` trains all of them in literally one call.
+Zero-out ablation masks the trained oracle; per-neuron (univariate) probes of every neuron of
+every layer are one more vmapped call. The shapes of both training calls are known when the
+store is opened, so they are compiled in background threads while the data loads.
+:func:`fit_grid` and :func:`fit_layers` (vmapped :func:`~.elastic_net.fit_probe`, probe axis
+sharded over local devices) remain for direct use.
 
 :func:`run_probing` returns ``(results, details)``: ``results`` has exactly the keys of DESIGN.md's
 ``results.json``; ``details`` holds the rest (chosen lambdas, seed spread, per-neuron accuracies,
@@ -170,35 +176,6 @@ def predict_neurons(W, b, X):
     return jax.lax.map(one, (X.T, W, b), batch_size=64)
 
 
-def width_groups(widths, factor: float = 2.0) -> list[np.ndarray]:
-    """Indices grouped by width (ascending) so that widths in a group differ by <= ``factor``:
-    each group is one vmapped call padded to its widest member, so the cost follows the widths
-    and the number of compilations stays logarithmic."""
-    widths = np.asarray(widths)
-    order = np.argsort(widths, kind="stable")
-    groups, cur = [], [order[0]]
-    for i in order[1:]:
-        if widths[i] > factor * widths[cur[0]]:
-            groups.append(np.array(cur))
-            cur = []
-        cur.append(i)
-    groups.append(np.array(cur))
-    return groups
-
-
-def fit_columns(X, subsets, y, w, l1, l2, key, statics) -> np.ndarray:
-    """Retrain one probe per column subset of X [N, D] in one vmapped call (columns gathered
-    and zero-padded to the widest subset, with a feature mask); returns classes [M, N]."""
-    width = max(len(s) for s in subsets)
-    idx = np.zeros((len(subsets), width), np.int64)
-    mask = np.zeros((len(subsets), width), np.float32)
-    for i, s in enumerate(subsets):
-        idx[i, :len(s)], mask[i, :len(s)] = s, 1
-    Xg = jnp.take(X, jnp.asarray(idx).T, axis=1).transpose(2, 0, 1) * jnp.asarray(mask)[:, None]
-    P = fit_layers(Xg, jnp.asarray(y)[None], w, jnp.asarray(mask), l1, l2, key[None], **statics)
-    return np.asarray(predict_layers(P["W"], P["b"], Xg, jnp.asarray(mask)))[0, :, 0, 0]
-
-
 def size_buckets(sizes, max_buckets: int = 4) -> list[np.ndarray]:
     """Split ascending subset ``sizes`` into at most ``max_buckets`` runs of consecutive sizes,
     each padded to its largest, with the least padded work (dynamic programming): nested subsets
@@ -275,11 +252,19 @@ def _run_blocks(args, statics, compiled=None):
 
 
 def _precompile_blocks(args, statics):
-    """Compile :func:`fit_eval_blocks` for these arguments' shapes in the background."""
+    """Compile :func:`fit_eval_blocks` for these arguments' shapes in the background (kept
+    for later runs with the same shapes: other tasks of the same store)."""
     if len(jax.local_devices()) > 1:
         return None
     sds = _sds_tree(args)
-    return _POOL.submit(lambda: fit_eval_blocks.lower(*sds, **statics).compile())
+    leaves, tree = jax.tree.flatten(sds)
+    key = ("fit_eval_blocks", tree, tuple((l.shape, str(l.dtype)) for l in leaves),
+           tuple(sorted(statics.items())))
+    if key not in _AOT:
+        if len(_AOT) > 64:   # bound the executables kept alive across many tasks
+            _AOT.clear()
+        _AOT[key] = _POOL.submit(lambda: fit_eval_blocks.lower(*sds, **statics).compile())
+    return _AOT[key]
 
 
 def _phase2_blocks(sizes, pct_sizes, rand_cols, ntot, l1, l2, max_buckets):
