@@ -32,9 +32,11 @@ a *cold* pass (first run in the process: jit compilation of every bucket shape f
 warm-up for PyTorch) and a *warm* pass (same process, fresh output). Each pass includes loading
 the model. Figures: utterances/s and the real-time factor RTF = wall seconds / audio seconds
 (lower is better; its inverse, "x real time", is printed too), the process's CPU seconds,
-peak RSS per process, and the throughput ratio ours / PyTorch. On a machine shared with other
-work, prefer ``--threads=1``: PyTorch's OpenMP threads spin at barriers and slow down many times
-over when the cores are oversubscribed (XLA's thread pool much less), which would flatter us.
+peak RSS per process, and the throughput ratio ours / PyTorch by wall time and by CPU time. On a
+machine shared with other work, prefer ``--threads=1`` and the CPU-time ratio (wall time then
+counts the waits for a core): with several threads, PyTorch's OpenMP threads spin at barriers and
+slow down many times over when the cores are oversubscribed (XLA's thread pool much less), which
+would flatter us, and spinning counts as CPU time.
 """
 import csv
 import json
@@ -338,10 +340,11 @@ def main(argv):
         if FLAGS.encoder:
             return
         ours, peer = res.values()
-        ratios = [t / o for o, t in zip(ours["seconds"], peer["seconds"])]
-        print("throughput ratio ours / PyTorch: " +
-              ", ".join(f"{p} {r:.2f}" for p, r in zip(PASSES, ratios)) +
-              f"; peak memory ratio PyTorch / ours: {peer['peak_mb'] / ours['peak_mb']:.2f}")
+        ratio = lambda key: ", ".join(f"{p} {t / o:.2f}" for p, o, t in
+                                      zip(PASSES, ours[key], peer[key]))
+        print(f"throughput ratio ours / PyTorch: by wall time {ratio('seconds')}; by CPU time "
+              f"{ratio('cpu_seconds')}; peak memory ratio PyTorch / ours: "
+              f"{peer['peak_mb'] / ours['peak_mb']:.2f}")
         diff, where = agreement(os.path.join(work, "ours_warm"), os.path.join(work, "torch_warm"))
         ok = diff <= FLAGS.atol
         print(f"agreement: max |ours - PyTorch| over all pooled vectors = {diff:.2e} at layer "
