@@ -15,7 +15,8 @@ top/random/bottom ablation in both modes at 1..50%, and the minimal-subset searc
 * ``sklearn``: ``LogisticRegression(solver="saga", l1_ratio=0.5)``, one fit per probe, same loop.
 
 Each runs in its own child process (same thread count) so peak RSS is comparable. Prints wall
-time, peak memory, mean layer-wise and oracle test accuracy, and the ratios.
+time, CPU time (all threads, imports included), peak memory, mean layer-wise and oracle test
+accuracy, and the ratios. On a shared machine the CPU-time ratio is the steadier one.
 """
 import json
 import os
@@ -167,8 +168,10 @@ def main(argv):
         t0 = time.perf_counter()
         layer_acc, oracle_acc = run_method(method, path)
         wall = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps({"wall_s": wall, "peak_mb": peak, "layer_acc": layer_acc,
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        peak, cpu = ru.ru_maxrss / 1024, ru.ru_utime + ru.ru_stime
+        print("RESULT " + json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mb": peak,
+                                      "layer_acc": layer_acc,
                                       "oracle_acc": oracle_acc, "stages": STAGES}))
         return
     from experiments.benchmarking import thread_env
@@ -193,7 +196,8 @@ def main(argv):
             continue
         res[m] = json.loads(line[-1][7:])
         r = res[m]
-        print(f"{m:20s} wall {r['wall_s']:8.1f} s  peak {r['peak_mb']:7.0f} MB  "
+        print(f"{m:20s} wall {r['wall_s']:8.1f} s  cpu {r['cpu_s']:8.1f} s  "
+              f"peak {r['peak_mb']:7.0f} MB  "
               f"mean layer acc {r['layer_acc']:.3f}  oracle acc {r['oracle_acc']:.3f}", flush=True)
         if r.get("stages"):
             print("    stages (s, compilation overlapped): " + ", ".join(
@@ -202,7 +206,8 @@ def main(argv):
         ours = res[o]
         for m, r in res.items():
             if not m.startswith("speechinterp"):
-                print(f"{o} vs {m}: {r['wall_s'] / ours['wall_s']:.1f}x faster, "
+                print(f"{o} vs {m}: {r['wall_s'] / ours['wall_s']:.1f}x faster "
+                  f"({r['cpu_s'] / ours['cpu_s']:.1f}x less CPU time), "
                       f"peak memory ratio ({m}/speechinterp) {r['peak_mb'] / ours['peak_mb']:.2f}, "
                       f"accuracy difference (layer mean) "
                       f"{100 * (ours['layer_acc'] - r['layer_acc']):+.1f} points, "
