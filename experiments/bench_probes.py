@@ -7,11 +7,13 @@ offsets everywhere), times layer-wise probes + control tasks, the oracle, the Ne
 top/random/bottom ablation in both modes at 1..50%, and the minimal-subset search:
 
 * ``speechinterp``: :func:`speechinterp.probes.protocol.run_probing` with the NeuroX setting
-  (Adam, lr 1e-3, batch 32, 10 epochs, l1 = l2 = 1e-5), every family of probes one vmapped call;
+  (Adam, lr 1e-3, batch 32, 10 epochs, l1 = l2 = 1e-5; ``--probe_configs=neurox,default`` adds
+  the well-converged default), all probes in two jitted calls (layer-wise + oracle; then every
+  minimal-subset candidate and the ablation retrains);
 * ``neurox``: NeuroX 1.0.9's own functions (``train_logistic_regression_probe``,
-  ``evaluate_probe``, ``get_neuron_ordering``, ``ablation.*``), one torch probe at a time, the
-  minimal-subset search stopping at the first size that reaches the target (as a sequential user
-  would); install with ``pip install --no-deps neurox==1.0.9 imbalanced-learn sklearn-compat``;
+  ``evaluate_probe``, ``get_neuron_ordering``, ``ablation.*``), one torch probe at a time, every
+  minimal-subset candidate (``--subsets=early_stop``: stop at the first size that reaches the
+  target, as a sequential user would); install with ``pip install --no-deps neurox==1.0.9 imbalanced-learn sklearn-compat``;
 * ``sklearn``: ``LogisticRegression(solver="saga", l1_ratio=0.5)``, one fit per probe, same loop.
 
 Each runs in its own child process (same thread count) so peak RSS is comparable. Prints wall
