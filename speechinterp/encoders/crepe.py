@@ -126,14 +126,15 @@ def _block_args(i: int):
 
 
 def _inference_params(params):
-    """Per-apply constants: BN as one scale and shift; dense matrices for short maps."""
+    """Per-apply constants: BN as one scale and shift (it follows the ReLU in torchcrepe, so it
+    cannot fold into the conv weights); dense matrices for maps shorter than the kernel."""
     out = {}
     for i in range(6):
         p = params[f"conv{i + 1}"]
         scale = p["scale"] / jnp.sqrt(p["var"] + BN_EPS)
         q = {"bias": p["bias"], "bn_scale": scale, "bn_shift": p["beta"] - p["mean"] * scale}
         k = p["kernel"].shape[0]
-        length = WINDOW // 4 if i == 0 else 2 * LENGTHS[i]        # positions into the conv
+        length = WINDOW if i == 0 else LENGTHS[i - 1]             # positions into the conv
         stride, pad = _block_args(i)
         if stride == 1 and length < k:
             q["dense"] = _dense_kernel(p["kernel"], length, pad[0])
