@@ -65,3 +65,18 @@ def flax_extractor(enc, waveforms):
         return jax.block_until_ready(outs)
 
     return flax_fn
+
+
+def built_on_first_call(**makers):
+    """``{name: zero-argument fn}`` whose first call runs ``makers[name]()`` to build the timed
+    callable (loading, conversion, jit), so that a child process builds only its own side."""
+    built = {}
+
+    def timed(name):
+        def fn():
+            if name not in built:
+                built[name] = makers[name]()
+            return built[name]()
+        return fn
+
+    return {name: timed(name) for name in makers}

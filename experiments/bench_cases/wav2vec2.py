@@ -16,6 +16,8 @@ import tempfile
 
 import numpy as np
 
+from experiments.benchmarking import built_on_first_call
+
 CACHE = os.path.join(tempfile.gettempdir(), "speechinterp_bench_wav2vec2_base_v1")
 
 _MAKE = """
@@ -100,16 +102,7 @@ def build(utterances, seconds, dtype="float32"):
             return [captured["cnn"].transpose(1, 2)] + list(out.hidden_states)
         return torch_fn
 
-    state = {}
-
-    def lazy(name, make):
-        def fn():
-            if name not in state:
-                state[name] = make()
-            return state[name]()
-        return fn
-
-    return {"flax": lazy("flax", make_flax), "torch": lazy("torch", make_torch)}
+    return built_on_first_call(flax=make_flax, torch=make_torch)
 
 
 CASES = {"wav2vec2_base": build}

