@@ -39,6 +39,9 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (mult
 flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's HOST:PORT.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
+flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation cache: later "
+                    "runs of the same architecture (its random copy, masked runs) skip jit "
+                    "compilation.")
 
 
 def read_manifest(path):
@@ -62,6 +65,9 @@ def main(argv):
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes,
                                    process_id=FLAGS.process_id)
+    if FLAGS.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     lead = jax.process_index() == 0
     from speechinterp import audio, encoders, store
     from speechinterp.extract import layer_dims, length_batches, pooled_vectors

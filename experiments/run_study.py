@@ -167,7 +167,8 @@ def extract_all(cfg, out, encs, manifest, corpus_key):
             run_module("experiments.extract", f"--encoder={e['dir']}", f"--manifest={manifest}",
                        f"--out={d}/store", f"--batch_size={cfg.extract.batch_size}",
                        f"--dtype={cfg.extract.dtype}",
-                       f"--distributed={bool(cfg.extract.get('distributed', False))}")
+                       f"--distributed={bool(cfg.extract.get('distributed', False))}",
+                       f"--compilation_cache_dir={os.path.join(out, 'jax_cache')}")
         d, key = run_stage(out, f"extract_{name}", inputs, go)
         e["store"], e["store_key"] = os.path.join(d, "store"), key
 
