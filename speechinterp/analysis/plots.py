@@ -185,7 +185,7 @@ def eer_figure(summary):
     eer = summary.get("eer") or {}
     if not eer:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     for i, (name, e) in enumerate(sorted(eer.items())):
         depth = np.linspace(0, 1, len(e["eer"]))
         random = summary["encoders"][name]["random"]
@@ -196,7 +196,7 @@ def eer_figure(summary):
     ax.set_xlabel("relative depth (first layer = 0, last = 1)")
     ax.set_ylabel("EER (%)")
     ax.set_title("Speaker verification per layer (test speakers, cosine scoring)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -232,7 +232,7 @@ def best_layer_figure(summary):
     props = sorted({p for e in encs.values() for p in e["probes"]})
     if not props:
         return None
-    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(props) + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(props) + 4.5), 4))
     names = sorted(encs)
     width = 0.8 / len(names)
     for i, n in enumerate(names):
@@ -244,6 +244,6 @@ def best_layer_figure(summary):
     ax.set_ylabel("best-layer test accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title("Best layer per property and encoder (hatched: random weights)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside the bars
     fig.tight_layout()
     return fig
