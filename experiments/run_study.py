@@ -75,7 +75,8 @@ def build_corpus(cfg, out):
     d, key = run_stage(out, "corpus", dict(cfg.corpus) | {"seed": cfg.seed},
                        lambda d: run_module("experiments.build_corpus", f"--out={d}",
                                             f"--size={cfg.corpus.builtin_size}",
-                                            f"--seed={cfg.seed}"))
+                                            f"--seed={cfg.seed}",
+                                            f"--voices={cfg.corpus.get('voices', 'espeak')}"))
     return os.path.join(d, "utterances.csv"), key
 
 

