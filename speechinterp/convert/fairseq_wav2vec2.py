@@ -32,7 +32,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import zipfile
 
 import numpy as np
 
@@ -249,23 +248,12 @@ def model_state(ckpt: dict) -> dict:
     return {k: np.asarray(v) for k, v in state.items() if not k.startswith(PRETRAINING_KEYS)}
 
 
-def _pickle_bytes(path: str, limit: int = 16 << 20) -> bytes:
-    """The pickled object graph of a torch file (no tensor data): the zip's ``data.pkl``, or the
-    first ``limit`` bytes of a legacy file (its object pickle precedes the raw storages)."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-            return zf.read(name)
-    with open(path, "rb") as f:
-        return f.read(limit)
-
-
 def detect(path: str) -> bool:
     """A fairseq wav2vec2 / HuBERT checkpoint: judged from the pickle's key names only, so that
     auto-detection does not read gigabytes of weights."""
     if not os.path.isfile(path) or not path.endswith((".pt", ".pth", ".ckpt")):
         return False
-    blob = _pickle_bytes(path)
+    blob = torch_pickle.pickle_bytes(path)
     return (b"feature_extractor.conv_layers.0.0.weight" in blob
             and b"self_attn.k_proj.weight" in blob and (b"cfg" in blob or b"args" in blob))
 

@@ -73,8 +73,7 @@ def read_checkpoint(path: str) -> tuple[dict, dict]:
 def detect(path: str) -> bool:
     if not (os.path.isfile(path) and path.endswith((".pt", ".pth"))):
         return False
-    from speechinterp.convert.fairseq_wav2vec2 import _pickle_bytes
-    blob = _pickle_bytes(path)
+    blob = torch_pickle.pickle_bytes(path)
     return b"model_state_dict" in blob and b"n_audio_state" in blob
 
 

@@ -196,3 +196,14 @@ def load(path: str) -> Any:
         return _load_legacy(path)
     except (pickle.UnpicklingError, EOFError, struct.error) as e:
         raise ValueError(f"{path}: cannot read as a PyTorch checkpoint ({e})") from e
+
+
+def pickle_bytes(path: str, limit: int = 16 << 20) -> bytes:
+    """The pickled object graph of a torch file (no tensor data): the zip's ``data.pkl``, or the
+    first ``limit`` bytes of a legacy file (its object pickle precedes the raw storages)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+            return zf.read(name)
+    with open(path, "rb") as f:
+        return f.read(limit)

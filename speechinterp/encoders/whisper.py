@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -94,11 +93,10 @@ def forward(params, cfg: WhisperConfig, waveforms, lengths, masks=None):
     feats, n_mel = frontend.log_mel(waveforms, lengths, cfg.num_mel_bins,
                                     pad_to_chunk=cfg.pad_to_30s, chunk_samples=cfg.chunk_samples)
     n = encoder_frames(n_mel)
-    mel_valid = frame_mask(n_mel, feats.shape[1])[..., None]
     h = act(conv1d(feats, params["conv1"]["kernel"], 1, cd, padding=(1, 1))
             + params["conv1"]["bias"])
-    if not cfg.pad_to_30s:
-        h = jnp.where(mel_valid, h, 0.0)              # conv2 sees zeros past each utterance
+    if not cfg.pad_to_30s:                            # conv2 sees zeros past each utterance
+        h = jnp.where(frame_mask(n_mel, feats.shape[1])[..., None], h, 0.0)
     h = act(conv1d(h, params["conv2"]["kernel"], 2, cd, padding=(1, 1)) + params["conv2"]["bias"])
     h = apply_layer_mask(h, masks, "cnn")
     outs = [h]

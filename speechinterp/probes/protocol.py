@@ -308,7 +308,7 @@ def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- protocol
 def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
                 seeds: int = 1, delta: float = 0.01, search_stride: int = 100,
-                ablation_pcts=ABLATION_PCTS, subset_early_stop: bool = False,
+                ablation_pcts=ABLATION_PCTS,
                 subset_buckets: int = 4, layerwise_only: bool = False,
                 per_neuron: bool = True, progress: Callable[[str], None] | None = None):
     """Run the whole protocol of METHOD.md for one task on one store.
@@ -319,11 +319,10 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     random / bottom ablation retrains. Both are compiled ahead of time while the data loads.
     ``subset_buckets`` bounds the padded groups the nested candidates are split into inside
     call (2). ``layerwise_only`` stops after the layer-wise probes (results then hold task,
-    classes, majority_accuracy, split_sizes and layers). ``subset_early_stop`` is accepted for
-    compatibility: every candidate is trained in the one call, and the chosen subset is the
-    same a search stopping at the first size that reaches the target would choose.
+    classes, majority_accuracy, split_sizes and layers). Every candidate is trained in the one
+    call; the chosen subset is the one a search stopping at the first size that reaches the
+    target would choose.
     """
-    del subset_early_stop
     say = progress or (lambda s: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
