@@ -144,16 +144,10 @@ def write_subset_manifest(corpus: str, n: int, path: str) -> list[dict]:
 
 
 def audio_seconds(rows) -> float:
-    import soundfile as sf
+    """Total duration; librosa reads the header with soundfile, or decodes with audioread."""
+    import librosa
 
-    total = 0.0
-    for r in rows:
-        try:
-            total += sf.info(r["path"]).duration
-        except Exception:   # formats libsndfile cannot read
-            import librosa
-            total += librosa.get_duration(path=r["path"])
-    return total
+    return float(sum(librosa.get_duration(path=r["path"]) for r in rows))
 
 
 def make_models(work: str) -> tuple[str, str]:
