@@ -89,7 +89,7 @@ def sequential_protocol(store, train_fn, predict_fn):
     n = Xall.shape[1]
     for pct in PCTS:
         for how in ("top", "random", "bottom"):
-            keep = R.select(ordering, pct / 100, how, seed=pct)
+            keep = R.select(ordering, pct / 100, how, seed=0)
             m = train_fn(Xall[tr][:, keep], y[tr])
             acc(predict_fn(m, Xall[:, keep]), y, te)
             Xz = np.zeros_like(Xall)
@@ -135,6 +135,7 @@ def run_method(method, store_path):
     if method == "neurox":
         import torch
         torch.set_num_threads(FLAGS.threads)
+        torch.manual_seed(0)   # NeuroX's nn.Linear init
         import neurox.interpretation.linear_probe as lp
         import neurox.interpretation.utils as nu
         nu.get_progress_bar = lambda: (lambda it, **kw: it)   # quiet, same work

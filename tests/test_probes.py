@@ -4,6 +4,8 @@ The planted store: ``prop`` (3 classes, random per utterance) is carried only by
 3, 7, 11 of layer_1; every layer carries a per-speaker offset plus noise; splits are
 speaker-disjoint (there is a speaker column and the task is not speaker identity).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,10 +236,47 @@ def test_seeds_give_error_bars(planted):
 
 
 def test_streaming_layerwise_agrees_with_in_memory(planted):
-    rows = protocol.layerwise_streaming(planted, "prop", EN.NEUROX)
-    res, _ = protocol.run_probing(planted, "prop", EN.NEUROX, per_neuron=False)
+    # batches in row order and zero init: both paths make the same updates (up to the
+    # streamed standardisation statistics)
+    cfg = dataclasses.replace(EN.NEUROX, init="zeros")
+    rows = protocol.layerwise_streaming(planted, "prop", cfg)
+    res, _ = protocol.run_probing(planted, "prop", cfg, per_neuron=False)
     for a, b in zip(rows, res["layers"]):
-        assert abs(a["accuracy"] - b["accuracy"]) < 0.05, (a, b)
+        assert abs(a["accuracy"] - b["accuracy"]) < 0.02, (a, b)
+
+
+def test_neurox_setting_starts_like_torch_linear_and_keeps_row_order():
+    # NeuroX's probe is a torch nn.Linear (U(+-1/sqrt(fan_in)) init) fed unshuffled batches
+    mask = jnp.asarray(np.r_[np.ones(16), np.zeros(9)].astype(np.float32))
+    p = EN.init_probe(25, 4, init="uniform", key=jax.random.PRNGKey(0), feature_mask=mask)
+    W = np.asarray(p["W"])
+    assert np.all(W[16:] == 0) and np.all(np.abs(W[:16]) <= 0.25) and np.abs(W[:16]).max() > 0.2
+    assert np.all(np.abs(np.asarray(p["b"])) <= 0.25)
+    w = jnp.asarray(np.r_[0, 1, 1, 0, 1, 1, 1].astype(np.float32))
+    idx, valid, nb = EN.batch_plan(jax.random.PRNGKey(0), w, num_train=5, cfg=EN.NEUROX)
+    assert nb == 1 and np.asarray(idx)[:, :5].tolist() == [[1, 2, 4, 5, 6]] * EN.NEUROX.epochs
+    # random init in the block engine: each probe gets fit_probe's updates from its own start
+    rng = np.random.default_rng(0)
+    N, C = 200, 3
+    X = jnp.asarray(rng.normal(size=(N, 12)).astype(np.float32))
+    Y = jnp.asarray(rng.integers(0, C, (1, N)).astype(np.int32))
+    w = jnp.asarray((rng.random(N) < 0.7).astype(np.float32))
+    ntr = int(w.sum())
+    cfg = dataclasses.replace(EN.NEUROX, epochs=2, learning_rate=1e-2)
+    sizes = np.array([4, 12])
+    pm = (np.arange(12)[None] < sizes[:, None]).astype(np.float32)[None]
+    blk = EN.Block(label=np.zeros(2, np.int32), l1=np.full(2, 1e-3, np.float32),
+                   l2=np.full(2, 1e-3, np.float32), mask=pm, width=12)
+    key = jax.random.PRNGKey(2)
+    P = EN.fit_blocks(X, Y, w, (blk,), key, num_classes=C, num_train=ntr, cfg=cfg)[0]
+    P0 = EN.init_blocks((blk,), C, init="uniform", key=EN.init_key(key))[0]
+    for h in range(2):
+        assert np.all(np.asarray(P0["W"])[0, h, :, sizes[h]:] == 0)
+        p = EN.fit_probe(X, Y[0], w, jnp.asarray(pm[0, h]), 1e-3, 1e-3, key, num_classes=C,
+                         num_train=ntr, cfg=cfg,
+                         init_params={"W": P0["W"][0, h].T, "b": P0["b"][0, h]})
+        np.testing.assert_allclose(P["W"][0, h], p["W"], atol=1e-6)
+        np.testing.assert_allclose(P["b"][0, h], p["b"], atol=1e-6)
 
 
 def test_weight_mass_ordering_follows_neurox():

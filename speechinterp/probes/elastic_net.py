@@ -45,11 +45,15 @@ class ProbeConfig:
     lr_schedule: str = "constant"      # "constant" | "cosine"
     squared_l2: bool = False
     lambdas: tuple[tuple[float, float], ...] = ((1e-5, 1e-5),)
+    init: str = "zeros"                # "zeros" | "uniform" (torch nn.Linear's default)
+    shuffle: bool = True               # reshuffle the training rows every epoch
 
 
 # NeuroX's own settings: Adam, lr 1e-3, mini-batches of 32, 10 epochs, l1 = l2 = 1e-5,
-# un-squared L2, no grid search.
-NEUROX = ProbeConfig()
+# un-squared L2, no grid search; like NeuroX's torch ``nn.Linear`` probe, weights and bias
+# start at U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the batches follow the rows' order in every
+# epoch (NeuroX's ``batch_generator`` does not shuffle).
+NEUROX = ProbeConfig(init="uniform", shuffle=False)
 
 # A well-converged default: larger batches, more epochs with a cosine-decayed, larger learning
 # rate, and l1 = l2 chosen on dev from a small grid.
@@ -59,9 +63,34 @@ DEFAULT = ProbeConfig(epochs=40, batch_size=256, learning_rate=1e-2, lr_schedule
 CONFIGS = {"neurox": NEUROX, "default": DEFAULT}
 
 
-def init_probe(num_features: int, num_classes: int, dtype=jnp.float32) -> dict:
-    return {"W": jnp.zeros((num_features, num_classes), dtype),
-            "b": jnp.zeros((num_classes,), dtype)}
+def _uniform_draws(key, w_shape, b_shape, dtype):
+    """U(-1, 1) draws for W and b, with XLA's RngBitGenerator ("rbg"; threefry would double
+    the compile time of a training call)."""
+    rbg = jax.random.wrap_key_data(jnp.tile(jnp.asarray(key, jnp.uint32).reshape(-1)[:2], 2),
+                                   impl="rbg")
+    kw, kb = jax.random.split(rbg)
+    return (jax.random.uniform(kw, w_shape, dtype, -1.0, 1.0),
+            jax.random.uniform(kb, b_shape, dtype, -1.0, 1.0))
+
+
+def init_probe(num_features: int, num_classes: int, dtype=jnp.float32, *, init: str = "zeros",
+               key=None, feature_mask=None) -> dict:
+    """Initial probe {"W": [D, C], "b": [C]}: zeros, or ``init="uniform"`` (torch
+    ``nn.Linear``, fan-in = the unmasked features; masked weights start at 0)."""
+    if init == "zeros":
+        return {"W": jnp.zeros((num_features, num_classes), dtype),
+                "b": jnp.zeros((num_classes,), dtype)}
+    if init != "uniform":
+        raise ValueError(f"unknown init {init!r}; use zeros or uniform")
+    m = jnp.ones((num_features,), dtype) if feature_mask is None else feature_mask
+    W, b = _uniform_draws(key, (num_features, num_classes), (num_classes,), dtype)
+    bound = 1.0 / jnp.sqrt(jnp.maximum(m.sum(), 1.0))   # torch nn.Linear: 1/sqrt(fan_in)
+    return {"W": W * bound * m[:, None], "b": b * bound}
+
+
+def init_key(key):
+    """The key of the initial weights of probes trained with batch-plan key ``key``."""
+    return jax.random.fold_in(key, 1)
 
 
 def probe_logits(params: dict, X: jax.Array, feature_mask: jax.Array | None = None) -> jax.Array:
@@ -99,14 +128,15 @@ def _optimizer(cfg: ProbeConfig, steps_per_epoch: int):
     return optax.adam(lr)
 
 
-def _batch_plan(key, w: jax.Array, num_batches: int, batch_size: int):
-    """Shuffled row indices [num_batches, batch_size] over the rows with w > 0, padded with w=0.
+def _batch_plan(key, w: jax.Array, num_batches: int, batch_size: int, shuffle: bool = True):
+    """Row indices [num_batches, batch_size] over the rows with w > 0 (shuffled, or in row
+    order), padded with w=0.
 
     Rows with zero weight are sorted to the end so batches hold (almost) only training rows.
     """
     n = w.shape[0]
-    noise = jax.random.uniform(key, (n,))
-    order = jnp.argsort(jnp.where(w > 0, noise, 2.0 + noise))
+    noise = jax.random.uniform(key, (n,)) if shuffle else jnp.zeros((n,))
+    order = jnp.argsort(jnp.where(w > 0, noise, 2.0 + noise), stable=True)
     total = num_batches * batch_size
     idx = jnp.concatenate([order, jnp.zeros((max(total - n, 0),), order.dtype)])[:total]
     valid = jnp.concatenate([jnp.ones((n,)), jnp.zeros((max(total - n, 0),))])[:total]
@@ -118,20 +148,24 @@ def _plan(key, w, num_train: int, cfg: ProbeConfig):
     and the number of batches per epoch (``num_train`` rows with w > 0, static)."""
     bs = min(cfg.batch_size, num_train) if cfg.batch_size else num_train
     nb = max(1, math.ceil(num_train / bs))
-    idx, valid = jax.vmap(lambda k: _batch_plan(k, w, nb, bs))(jax.random.split(key, cfg.epochs))
+    idx, valid = jax.vmap(lambda k: _batch_plan(k, w, nb, bs, cfg.shuffle))(
+        jax.random.split(key, cfg.epochs))
     return idx.reshape(-1, bs), valid.reshape(-1, bs), nb
 
 
 def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train: int,
-              cfg: ProbeConfig = DEFAULT):
+              cfg: ProbeConfig = DEFAULT, init_params: dict | None = None):
     """Train one probe with Adam on mini-batches; pure and jittable (``num_train`` static).
 
-    ``num_train`` (the number of rows with w > 0) fixes the number of batches per epoch. This is
-    the single-probe reference; :func:`fit_blocks` trains many at once with the same updates.
+    ``num_train`` (the number of rows with w > 0) fixes the number of batches per epoch.
+    ``init_params`` replaces the initial probe ``cfg.init`` draws. This is the single-probe
+    reference; :func:`fit_blocks` trains many at once with the same updates.
     """
     idx, valid, nb = _plan(key, w, num_train, cfg)
     opt = _optimizer(cfg, nb)
-    params = init_probe(X.shape[1], num_classes, X.dtype)
+    params = init_params if init_params is not None else init_probe(
+        X.shape[1], num_classes, X.dtype, init=cfg.init, key=init_key(key),
+        feature_mask=feature_mask)
 
     def step(carry, inputs):
         params, state = carry
@@ -215,10 +249,32 @@ def _block_loss(params, blocks, Xb, Yb, wb, squared_l2: bool):
     return total
 
 
-def init_blocks(blocks, num_classes: int, dtype=jnp.float32) -> tuple:
-    """Zero parameters, training layout W [M, H, C, Wd] (see :func:`fit_blocks`)."""
-    return tuple({"W": jnp.zeros((b.num_sets, b.num_heads, num_classes, b.num_cols), dtype),
-                  "b": jnp.zeros((b.num_sets, b.num_heads, num_classes), dtype)} for b in blocks)
+def init_blocks(blocks, num_classes: int, dtype=jnp.float32, *, init: str = "zeros",
+                key=None, rng: np.random.Generator | None = None) -> tuple:
+    """Initial parameters in the training layout W [M, H, C, Wd] (see :func:`fit_blocks`):
+    zeros, or ``init="uniform"`` as :func:`init_probe` (each probe's fan-in is its unmasked
+    columns; masked weights start at 0), drawn from ``key`` in traced code or, given ``rng``,
+    as host numpy arrays (nothing to compile)."""
+    if init not in ("zeros", "uniform"):
+        raise ValueError(f"unknown init {init!r}; use zeros or uniform")
+    xp = np if rng is not None else jnp
+    out = []
+    for i, b in enumerate(blocks):
+        shapes = ((b.num_sets, b.num_heads, num_classes, b.num_cols),
+                  (b.num_sets, b.num_heads, num_classes))
+        if init == "zeros":
+            out.append({"W": xp.zeros(shapes[0], dtype), "b": xp.zeros(shapes[1], dtype)})
+            continue
+        if rng is not None:
+            W, bias = (rng.uniform(-1.0, 1.0, sh).astype(dtype) for sh in shapes)
+        else:
+            W, bias = _uniform_draws(jax.random.fold_in(key, i), *shapes, dtype)
+        mask = xp.ones((1, 1, b.num_cols), dtype) if b.mask is None else xp.asarray(b.mask, dtype)
+        mask = xp.broadcast_to(mask, shapes[0][:2] + (b.num_cols,))
+        bound = 1.0 / xp.sqrt(xp.maximum(mask.sum(-1), 1.0))     # [M, H]
+        out.append({"W": W * bound[:, :, None, None] * mask[:, :, None, :],
+                    "b": bias * bound[:, :, None]})
+    return tuple(out)
 
 
 def fit_blocks(X, Y, w, blocks, key, *, num_classes: int, num_train: int,
@@ -233,7 +289,8 @@ def fit_blocks(X, Y, w, blocks, key, *, num_classes: int, num_train: int,
     Returns a tuple of ``{"W": [M, H, Wd, C], "b": [M, H, C]}``, one per block.
     """
     idx, valid, nb = _plan(key, w, num_train, cfg)
-    return fit_blocks_planned(X, Y, w, blocks, idx, valid, num_classes=num_classes,
+    params0 = init_blocks(blocks, num_classes, X.dtype, init=cfg.init, key=init_key(key))
+    return fit_blocks_planned(X, Y, w, blocks, idx, valid, params0, num_classes=num_classes,
                               steps_per_epoch=nb, cfg=cfg)
 
 
@@ -243,12 +300,13 @@ def batch_plan(key, w, *, num_train: int, cfg: ProbeConfig = DEFAULT):
     return _plan(key, w, num_train, cfg)
 
 
-def fit_blocks_planned(X, Y, w, blocks, idx, valid, *, num_classes: int, steps_per_epoch: int,
-                       cfg: ProbeConfig = DEFAULT) -> tuple:
-    """:func:`fit_blocks` on a given batch plan (from :func:`batch_plan`), so that the plan's
-    sort is computed (and compiled) once for several calls."""
+def fit_blocks_planned(X, Y, w, blocks, idx, valid, params0, *, num_classes: int,
+                       steps_per_epoch: int, cfg: ProbeConfig = DEFAULT) -> tuple:
+    """:func:`fit_blocks` on a given batch plan (from :func:`batch_plan`) and initial
+    parameters ``params0`` (from :func:`init_blocks`), so that the plan's sort is computed
+    (and compiled) once for several calls."""
     opt = _optimizer(cfg, steps_per_epoch)
-    params = init_blocks(blocks, num_classes, X.dtype)
+    params = params0
     # gradient masks [M, Hm, 1, Wd]: masked weights start at 0 and get no gradient (the
     # penalties' gradients vanish at 0), so they stay 0 and the forward pass needs no mask
     gmask = tuple(None if b.mask is None else b.mask[:, :, None, :] for b in blocks)
@@ -277,7 +335,7 @@ def predict_blocks(X, blocks, params) -> tuple:
 
 def fit_probe_streaming(batches: "callable", num_features: int, num_classes: int,
                         feature_mask, l1, l2, steps_per_epoch: int, cfg: ProbeConfig = DEFAULT,
-                        vmap_axes: int = 0):
+                        vmap_axes: int = 0, key=None):
     """Train probes when X does not fit in memory.
 
     ``batches(epoch)`` yields ``(Xb, yb, wb)`` host arrays read from the memory-mapped store; a
@@ -291,14 +349,16 @@ def fit_probe_streaming(batches: "callable", num_features: int, num_classes: int
         updates, state = opt.update(g, state, params)
         return optax.apply_updates(params, updates), state
 
-    def init(mask):
-        return init_probe(num_features, num_classes)
+    def init(mask, k):
+        return init_probe(num_features, num_classes, init=cfg.init, key=k, feature_mask=mask)
 
     if vmap_axes:
         step = jax.vmap(step, in_axes=(0, 0, 0, None, None, 0))
         init = jax.vmap(init)
     step = jax.jit(step)
-    params = init(jnp.asarray(feature_mask))
+    key = jax.random.PRNGKey(0) if key is None else key
+    mask = jnp.asarray(feature_mask)
+    params = init(mask, jax.random.split(key, mask.shape[0]) if vmap_axes else key)
     state = jax.vmap(opt.init)(params) if vmap_axes else opt.init(params)
     for e in range(cfg.epochs):
         for Xb, yb, wb in batches(e):
@@ -311,8 +371,10 @@ def predict(params, X, feature_mask=None) -> jax.Array:
     return jnp.argmax(probe_logits(params, X, feature_mask), axis=-1)
 
 
-def iterate_minibatches(n_rows: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Shuffled row-index batches (host side, for streaming from memory maps)."""
-    order = np.random.default_rng(seed).permutation(n_rows)
+def iterate_minibatches(n_rows: int, batch_size: int, seed: int,
+                        shuffle: bool = True) -> Iterator[np.ndarray]:
+    """Row-index batches, shuffled or in row order (host side, for streaming from memory
+    maps)."""
+    order = np.random.default_rng(seed).permutation(n_rows) if shuffle else np.arange(n_rows)
     for s in range(0, n_rows, batch_size):
         yield np.sort(order[s:s + batch_size])

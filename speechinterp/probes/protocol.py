@@ -40,7 +40,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from speechinterp.probes import data as D
 from speechinterp.probes import ranking as R
 from speechinterp.probes.elastic_net import (DEFAULT, Block, ProbeConfig, batch_plan,
-                                             fit_blocks_planned, fit_probe, predict_blocks)
+                                             fit_blocks_planned, fit_probe, init_blocks,
+                                             predict_blocks)
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
@@ -147,13 +148,13 @@ def fit_neurons(X, y, w, l1, l2, key, *, num_classes, num_train, cfg):
     return jax.vmap(lambda x: fit(x[:, None], y, w, one, l1, l2, key))(X.T)
 
 
-@jax.jit
-def predict_shared(W, b, X, mask):
-    """Classes [M, N] of probes W [M, D, C], b [M, C], masks [M, D] on one X [N, D]."""
-    M, Dn, C = W.shape
-    Wf = jnp.transpose(W * mask[:, :, None], (1, 0, 2)).reshape(Dn, M * C)
-    logits = (X @ Wf).reshape(X.shape[0], M, C) + b[None]
-    return jnp.argmax(logits, -1).T
+def zero_out_predictions(W, b, X, masks) -> np.ndarray:
+    """Classes [M, N] of one probe W [D, C], b [C] on X [N, D] with all but the neurons of
+    each mask [M, D] zeroed (zero-out ablation; Dalvi et al., AAAI 2019)."""
+    M, (Dn, C) = masks.shape[0], W.shape
+    Wm = (masks[:, :, None] * W[None]).transpose(1, 0, 2).reshape(Dn, M * C)
+    logits = (X @ Wm).reshape(X.shape[0], M, C) + b
+    return np.argmax(logits, -1).T
 
 
 @jax.jit
@@ -218,15 +219,25 @@ def _nested_blocks(sizes, total: int, l1, l2, max_buckets: int, from_end: bool =
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps_per_epoch", "cfg"))
-def fit_eval_blocks(X, Y, w, blocks, idx, valid, X_eval, *, num_classes, steps_per_epoch, cfg):
+def fit_eval_blocks(X, Y, w, blocks, idx, valid, params0, X_eval, *, num_classes,
+                    steps_per_epoch, cfg):
     """:func:`~.elastic_net.fit_blocks_planned` for every seed's batch plan ``idx``, ``valid``
-    [S, steps, batch] and the predicted classes on ``X_eval``: (params with a leading [S] axis,
-    classes [S, M, H, N_eval] per block)."""
-    def one(i, v):
-        P = fit_blocks_planned(X, Y, w, blocks, i, v, num_classes=num_classes,
+    [S, steps, batch] and initial parameters ``params0`` (leading axis [S]), and the predicted
+    classes on ``X_eval``: (params with a leading [S] axis, classes [S, M, H, N_eval] per
+    block)."""
+    def one(i, v, p0):
+        P = fit_blocks_planned(X, Y, w, blocks, i, v, p0, num_classes=num_classes,
                                steps_per_epoch=steps_per_epoch, cfg=cfg)
         return P, predict_blocks(X_eval, blocks, P)
-    return jax.vmap(one)(idx, valid)
+    return jax.vmap(one)(idx, valid, params0)
+
+
+def _initial_params(blocks, num_classes: int, cfg: ProbeConfig, seed: int, seeds: int):
+    """Initial parameters of ``blocks`` for each of ``seeds`` seeds (leading axis), drawn on the
+    host (:func:`~.elastic_net.init_blocks`)."""
+    per_seed = [init_blocks(blocks, num_classes, np.float32, init=cfg.init,
+                            rng=np.random.default_rng([seed, s])) for s in range(seeds)]
+    return jax.tree.map(lambda *a: np.stack(a), *per_seed)
 
 
 @functools.partial(jax.jit, static_argnames=("num_train", "cfg"))
@@ -267,32 +278,27 @@ def _precompile_blocks(args, statics):
     return _AOT[key]
 
 
-def _phase2_blocks(sizes, pct_sizes, rand_cols, ntot, l1, l2, max_buckets):
+def _phase2_blocks(sizes, pct_sizes, bottom_random_cols, ntot, l1, l2, max_buckets):
     """Blocks of call 2 on the columns in ranking order: the minimal-subset candidates (first
-    ``sizes`` columns, in at most ``max_buckets`` padded groups), the bottom k% (last
-    ``pct_sizes`` columns) and the random k% (columns ``rand_cols``), two groups each.
-    Returns (blocks, layout) with layout[i] = (kind, indices) for block i."""
+    ``sizes`` columns, in at most ``max_buckets`` padded groups), and the bottom and random k%
+    retrains: two nested families on the column orders ``bottom_random_cols`` [2, n] (the
+    ranking reversed, a random permutation), the first ``pct_sizes`` columns of each, sharing
+    one block per size group (two groups). Returns (blocks, layout) with layout[i] =
+    (kind, indices) for block i, kind "subset" or "bottom_random"."""
     blocks, layout = [], []
     bl, groups = _nested_blocks(sizes, ntot, l1, l2, max_buckets)
     blocks += bl
     layout += [("subset", g) for g in groups]
     order = np.argsort(pct_sizes, kind="stable")
     psorted = np.asarray(pct_sizes)[order]
-    bl, groups = _nested_blocks(psorted, ntot, l1, l2, 2, from_end=True)
-    blocks += bl
-    layout += [("bottom", order[g]) for g in groups]
     for grp in size_buckets(psorted, 2):
-        ids = order[grp]
-        width = int(psorted[grp].max())
-        cols = np.zeros((len(ids), width), np.int32)
-        mask = np.zeros((len(ids), 1, width), np.float32)
-        for r, i in enumerate(ids):
-            cols[r, :len(rand_cols[i])] = rand_cols[i]
-            mask[r, 0, :len(rand_cols[i])] = 1
-        blocks.append(Block(label=np.zeros(1, np.int32), l1=np.full(1, l1, np.float32),
-                            l2=np.full(1, l2, np.float32), cols=cols,
-                            mask=None if mask.all() else mask))
-        layout.append(("random", ids))
+        width, H = int(psorted[grp].max()), len(grp)
+        keep = (np.arange(width)[None] < psorted[grp][:, None]).astype(np.float32)
+        blocks.append(Block(label=np.zeros(H, np.int32), l1=np.full(H, l1, np.float32),
+                            l2=np.full(H, l2, np.float32),
+                            cols=np.asarray(bottom_random_cols)[:, :width].astype(np.int32),
+                            mask=np.broadcast_to(keep, (2, H, width)).copy()))
+        layout.append(("bottom_random", order[grp]))
     return blocks, layout
 
 
@@ -347,6 +353,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     bs = min(cfg.batch_size, ntr) if cfg.batch_size else ntr
     plan_sds = lambda S: (_sds((S, cfg.epochs * nb, bs), jnp.int32),
                           _sds((S, cfg.epochs * nb, bs)))
+    init_sds = lambda blocks, S: tuple(
+        {"W": _sds((S, b.num_sets, b.num_heads, C, b.num_cols)),
+         "b": _sds((S, b.num_sets, b.num_heads, C))} for b in blocks)
 
     # --- the blocks of both calls (shapes only depend on the store), compiled in background
     offs = np.cumsum([0] + dims)
@@ -370,7 +379,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     w = np.asarray(tr, np.float32)
     Y = np.stack([y, ctrl]).astype(np.int32)
     X_sds, Xe_sds = _sds((N, ntot)), _sds((len(ev), ntot))
-    futs1 = [_precompile_blocks((X_sds, Y, w, b) + plan_sds(S) + (Xe_sds,), bstat)
+    futs1 = [_precompile_blocks((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
              for b, S in calls1]
     sizes = R.minimal_subset_sizes(ntot)
     pct_sizes = [max(1, int(round(p / 100.0 * ntot))) for p in ablation_pcts]
@@ -378,24 +387,27 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     prefixes = np.union1d(sizes, pct_sizes)
     if not layerwise_only:
         # phase 2 layout; the lambda values are placeholders here (only shapes matter)
-        blocks2 = _phase2_blocks(prefixes, pct_sizes, [np.arange(n) for n in pct_sizes], ntot,
+        blocks2 = _phase2_blocks(prefixes, pct_sizes, np.zeros((2, ntot), np.int64), ntot,
                                  0.0, 0.0, subset_buckets)[0]
-        fut2 = _precompile_blocks((X_sds, Y, w, tuple(blocks2)) + plan_sds(1) + (Xe_sds,),
+        fut2 = _precompile_blocks((X_sds, Y, w, tuple(blocks2)) + plan_sds(1)
+                                  + (init_sds(tuple(blocks2), 1), Xe_sds),
                                   bstat)
     # every family's mini-batches: one plan per seed, shared by all probes of that seed
     # (computed in the background, as the data loads)
-    plan = _POOL.submit(lambda: jax.block_until_ready(
-        batch_plans(keys, jnp.asarray(w), num_train=ntr, cfg=cfg)))
+    plan = _POOL.submit(lambda: jax.tree.map(np.asarray, batch_plans(
+        keys, jnp.asarray(w), num_train=ntr, cfg=cfg)))
     # standardised once, all layers side by side; the layers are column ranges of it
-    Xall_j = jnp.asarray(D.load_concatenated(store, td))
-    Xe_j = Xall_j[ev]
+    # (host-side indexing throughout: indexing a jax array would compile a gather)
+    Xall = D.load_concatenated(store, td)
+    Xall_j, Xe = jnp.asarray(Xall), Xall[ev]
     timings["load"] = time.perf_counter() - t0
 
     # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
     say("layer-wise probes")
     t = time.perf_counter()
     plan = plan.result()
-    outs = [_run_blocks((Xall_j, Y, w, b, plan[0][:S], plan[1][:S], Xe_j), bstat, f)
+    outs = [_run_blocks((Xall_j, Y, w, b, plan[0][:S], plan[1][:S],
+                         _initial_params(b, C, cfg, seed, S), Xe), bstat, f)
             for (b, S), f in zip(calls1, futs1)]
     pred = np.asarray(outs[0][1][0])                                # [S, L, 2G, N_eval]
     pred = pred.reshape(seeds, L, 2, G, -1).transpose(2, 1, 3, 0, 4)  # [T, L, G, S, N_eval]
@@ -430,7 +442,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     Po, pred_o = (outs[0][0][1], outs[0][1][1]) if seeds == 1 else (outs[1][0][0], outs[1][1][0])
     pred_o = np.asarray(pred_o)[0, 0]                                            # [G, N_eval]
     g_o = int(_acc(pred_o, y_e, dv_e).argmax())
-    oracle_W, oracle_b = np.asarray(Po["W"][0, 0, g_o]), np.asarray(Po["b"][0, 0, g_o])
+    oracle_W, oracle_b = np.asarray(Po["W"])[0, 0, g_o], np.asarray(Po["b"])[0, 0, g_o]
     oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te_e], y_e[te_e])
     oracle_dev = float(_acc(pred_o[g_o], y_e, dv_e))
     lam = cfg.lambdas[g_o]
@@ -457,38 +469,42 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     t = time.perf_counter()
     rank_of = np.empty(ntot, np.int64)
     rank_of[ordering] = np.arange(ntot)
-    rand_sel = [R.select(ordering, p / 100.0, "random", seed=seed + p) for p in ablation_pcts]
-    blocks2, layout = _phase2_blocks(prefixes, pct_sizes, [np.sort(rank_of[s]) for s in rand_sel],
-                                     ntot, lam[0], lam[1], subset_buckets)
-    ordering_j = jnp.asarray(ordering)
-    out2 = _run_blocks((jnp.take(Xall_j, ordering_j, axis=1), Y, w, tuple(blocks2), plan[0][:1],
-                        plan[1][:1], jnp.take(Xe_j, ordering_j, axis=1)), bstat, fut2)
+    # bottom k%: the last k% of the ranking; random k%: the first k% of one random permutation
+    # (nested, as the top k% are); both as column positions in ranking order
+    rand_perm = R.random_order(ntot, seed)
+    bottom_random = np.stack([np.arange(ntot)[::-1], rank_of[rand_perm]])
+    blocks2, layout = _phase2_blocks(prefixes, pct_sizes, bottom_random, ntot, lam[0], lam[1],
+                                     subset_buckets)
+    X_ord = np.take(Xall, ordering, axis=1)
+    out2 = _run_blocks((X_ord, Y, w, tuple(blocks2), plan[0][:1], plan[1][:1],
+                        _initial_params(tuple(blocks2), C, cfg, seed + 1, 1), X_ord[ev]),
+                       bstat, fut2)
+    del X_ord
     preds2 = [np.asarray(p)[0] for p in out2[1]]                   # per block [M, H, N_eval]
     del out2
     dev_p = np.full(len(prefixes), np.nan)
     test_p = np.full(len(prefixes), np.nan)
     retrain = {how: {} for how in SELECTIONS}
     for (kind, ids), p in zip(layout, preds2):
-        p = p.reshape(-1, p.shape[-1])                             # [M * H, N_eval]
         if kind == "subset":
+            p = p.reshape(-1, p.shape[-1])                         # [H, N_eval]
             dev_p[ids], test_p[ids] = _acc(p, y_e, dv_e), _acc(p, y_e, te_e)
-        else:
-            for i, a in zip(ids, _acc(p, y_e, te_e)):
-                retrain[kind][str(ablation_pcts[i])] = float(a)
+            continue
+        for how, acc_h in zip(("bottom", "random"), _acc(p, y_e, te_e)):    # [2, H]
+            for i, a in zip(ids, acc_h):
+                retrain[how][str(ablation_pcts[i])] = float(a)
     for pct, n in zip(ablation_pcts, pct_sizes):
         retrain["top"][str(pct)] = float(test_p[int(np.searchsorted(prefixes, n))])
     at = np.searchsorted(prefixes, sizes)
     dev_c, test_c = dev_p[at], test_p[at]
-    # zero-out: the trained oracle with all but the kept neurons' weights zeroed
+    # zero-out: the trained oracle with all but the kept neurons' weights zeroed (the same
+    # selections as the retrains)
     sel_keys = [(how, pct) for pct in ablation_pcts for how in SELECTIONS]
     sel_masks = np.zeros((len(sel_keys), ntot), np.float32)
     for i, (how, pct) in enumerate(sel_keys):
-        sel_masks[i, R.select(ordering, pct / 100.0, how, seed=seed + pct)] = 1
-    M = len(sel_keys)
+        sel_masks[i, R.select(ordering, pct / 100.0, how, seed=seed)] = 1
     te_rows = np.flatnonzero(te)
-    pred_z = np.asarray(predict_shared(jnp.broadcast_to(oracle_W, (M,) + oracle_W.shape),
-                                       jnp.broadcast_to(oracle_b, (M,) + oracle_b.shape),
-                                       Xall_j[te_rows], jnp.asarray(sel_masks)))
+    pred_z = zero_out_predictions(oracle_W, oracle_b, Xall[te_rows], sel_masks)
     ablation = {"retrain": {how: {str(p): retrain[how][str(p)] for p in ablation_pcts}
                             for how in SELECTIONS},
                 "zero_out": {how: {} for how in SELECTIONS}}
@@ -609,12 +625,12 @@ def layerwise_streaming(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, 
         best = None
         for (l1, l2) in cfg.lambdas:
             def batches(epoch, yv=yv):
-                for b in iterate_minibatches(len(tr_idx), bs, seed * 1000 + epoch):
+                for b in iterate_minibatches(len(tr_idx), bs, seed * 1000 + epoch, cfg.shuffle):
                     sel = tr_idx[b]
                     yield (_stream_rows(store, td.rows[sel], stats, dmax), yv[sel],
                            np.ones(len(sel), np.float32))
             params = fit_probe_streaming(batches, dmax, td.num_classes, masks, l1, l2, steps,
-                                         cfg, vmap_axes=1)
+                                         cfg, vmap_axes=1, key=jax.random.PRNGKey(seed))
             pd, di = predictions(params, D.DEV)
             dev = np.mean(pd == yv[di], axis=1)
             if best is None:

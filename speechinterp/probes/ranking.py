@@ -42,8 +42,16 @@ def accuracy_ordering(neuron_accuracy: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(acc)), -acc))
 
 
+def random_order(num_neurons: int, seed: int = 0) -> np.ndarray:
+    """A random permutation of the neurons; its prefixes are the random selections."""
+    return np.random.default_rng(seed).permutation(num_neurons)
+
+
 def select(ordering: np.ndarray, fraction: float, how: str, seed: int = 0) -> np.ndarray:
-    """Indices of the top / bottom / random ``fraction`` of neurons (at least one)."""
+    """Indices of the top / bottom / random ``fraction`` of neurons (at least one).
+
+    The random selections of one seed are nested (prefixes of :func:`random_order`), as the
+    top and bottom ones are."""
     n = len(ordering)
     k = max(1, int(round(fraction * n)))
     if how == "top":
@@ -51,7 +59,7 @@ def select(ordering: np.ndarray, fraction: float, how: str, seed: int = 0) -> np
     if how == "bottom":
         return np.asarray(ordering[-k:])
     if how == "random":
-        return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+        return np.sort(random_order(n, seed)[:k])
     raise ValueError(f"unknown selection {how!r}; use top, bottom or random")
 
 
