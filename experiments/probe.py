@@ -29,6 +29,8 @@ flags.DEFINE_integer("seed", 0, "Seed for splits, control labels and training.")
 flags.DEFINE_integer("seeds", 1, "Seeds trained side by side for error bars.")
 flags.DEFINE_integer("search_stride", 100, "NeuroX ranking search stride.")
 flags.DEFINE_bool("per_neuron", True, "Also rank by per-neuron probe accuracy.")
+flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation cache: a "
+                    "later run on a store of the same shape skips compiling the probe calls.")
 flags.DEFINE_bool("layerwise_only", False,
                   "Stream mini-batches from the memory maps and run only layer-wise probes "
                   "(for stores larger than memory).")
@@ -57,6 +59,10 @@ def main(argv):
         store = store_lib.open_store(FLAGS.store)
     except store_lib.StoreError as e:
         sys.exit(f"error: {e}")
+    if FLAGS.compilation_cache_dir:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     cfg = elastic_net.CONFIGS[FLAGS.config]
     failed = []
     for task in FLAGS.task:

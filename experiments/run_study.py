@@ -175,10 +175,15 @@ def extract_all(cfg, out, encs, manifest, corpus_key):
 
 
 def probe_all(cfg, out, encs):
+    import jax
+
     from speechinterp import store as S
     from speechinterp.probes import elastic_net, protocol
     from speechinterp.probes.data import TaskError
     pcfg = elastic_net.CONFIGS[cfg.probe.config]
+    # the extraction's compilation cache: a resumed or repeated study skips the probe compiles
+    jax.config.update("jax_compilation_cache_dir", os.path.join(out, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     for name, e in encs.items():
         inputs = {"store": e["store_key"], **dict(cfg.probe), "props": list(cfg.properties),
                   "random": e["random"], "seed": cfg.seed}

@@ -26,7 +26,9 @@ timings).
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -35,8 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from sklearn.metrics import accuracy_score, f1_score
-
 from speechinterp.probes import data as D
 from speechinterp.probes import ranking as R
 from speechinterp.probes.elastic_net import (DEFAULT, Block, ProbeConfig, batch_plan,
@@ -70,30 +70,9 @@ def _shard_probes(arrays, n):
 # ----------------------------------------------------------------------------- ahead-of-time
 # The shapes of every probe family of a run are known before training starts, so their XLA
 # compilations can run concurrently (compilation is single-threaded) while the first family
-# trains. ``_AOT`` maps (function, argument shapes, statics) to a future compiled executable.
+# trains. ``_AOT`` maps (argument tree and shapes, statics) to a future compiled executable.
 _AOT: dict = {}
 _POOL = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2)))
-
-
-def _aot_key(fn, args, statics):
-    shapes = tuple((tuple(a.shape), str(a.dtype)) for a in args)
-    return (fn.__name__, shapes, statics["num_classes"], statics["num_train"], statics["cfg"])
-
-
-def precompile(fn, args, statics) -> None:
-    """Start compiling ``fn`` for these argument shapes (ShapeDtypeStructs) in the background."""
-    if len(jax.local_devices()) > 1:
-        return   # sharded inputs: compiled on first call instead
-    key = _aot_key(fn, args, statics)
-    if len(_AOT) > 64:   # bound the executables kept alive across many tasks
-        _AOT.clear()
-    if key not in _AOT:
-        _AOT[key] = _POOL.submit(lambda: fn.lower(*args, **statics).compile())
-
-
-def _call(fn, args, statics):
-    fut = _AOT.get(_aot_key(fn, args, statics))
-    return fut.result()(*args) if fut is not None else fn(*args, **statics)
 
 
 def _sds(shape, dtype=jnp.float32):
@@ -105,7 +84,7 @@ def fit_grid(X, y, w, mask, l1, l2, keys, **statics):
     keys [S] -> params with leading axes [T, M, G, S]; the M axis is sharded over devices."""
     M = mask.shape[0]
     (mask,) = _shard_probes([mask], M)
-    P = _call(_fit_grid, (X, y, w, mask, l1, l2, keys), statics)
+    P = _fit_grid(X, y, w, mask, l1, l2, keys, **statics)
     return jax.tree.map(lambda a: a[:, :M], P)
 
 
@@ -114,7 +93,7 @@ def fit_layers(X, y, w, mask, l1, l2, keys, **statics):
     keys [S] -> params with leading axes [T, L, G, S]; the L axis is sharded over devices."""
     L = X.shape[0]
     X, mask = _shard_probes([X, mask], L)
-    P = _call(_fit_layers, (X, y, w, mask, l1, l2, keys), statics)
+    P = _fit_layers(X, y, w, mask, l1, l2, keys, **statics)
     return jax.tree.map(lambda a: a[:, :L], P)
 
 
@@ -308,6 +287,8 @@ def _acc(pred: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
 
 
 def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Accuracy and macro-F1 (scikit-learn; imported on first use, see :func:`run_probing`)."""
+    from sklearn.metrics import accuracy_score, f1_score
     return float(accuracy_score(y, pred)), float(f1_score(y, pred, average="macro"))
 
 
@@ -332,6 +313,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     say = progress or (lambda s: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # scikit-learn's import (~1 s) overlaps the data loading instead of delaying the start
+    threading.Thread(target=importlib.import_module, args=("sklearn.metrics",),
+                     daemon=True).start()
     td = D.prepare_task(store, task, seed)
     dims = list(store.dims)
     names = store.layer_names
