@@ -66,7 +66,11 @@ def check_model(reference, wavs, model):
             ref_flat = maps[k].reshape(n, -1)
             err_f = np.abs(np.asarray(got_f[k][0]) - ref_flat).max()
             err_m = np.abs(np.asarray(got_m[k][0]) - maps[k].mean(1)).max()
-            assert err_f < TOL and err_m < TOL, (model, k + 1, err_f, err_m)
+            # 1e-4, relative where activations exceed 1: full CREPE's second block reaches
+            # |x| ~ 120 after 65,536-term sums, whose float32 rounding alone differs by ~1e-3
+            # between convolution kernels (max error here 1e-5 of the layer's range)
+            scale = max(1.0, float(np.abs(ref_flat).max()))
+            assert err_f < TOL * scale and err_m < TOL * scale, (model, k + 1, err_f, err_m)
         for got in (got_m, got_f):
             assert np.abs(np.asarray(got[6][0]) - probs).max() < TOL
 

@@ -32,7 +32,7 @@ def store_with_gaps(tmp_path_factory):
 
 def test_probe_script_writes_everything(store_with_gaps, tmp_path):
     out = str(tmp_path / "out")
-    r = run_probe(f"--store={store_with_gaps}", "--task=prop", f"--out={out}", "--config=default")
+    r = run_probe(f"--store={store_with_gaps}", "--task=prop", f"--out={out}", "--config=neurox")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped 40 utterances with an empty label" in r.stdout
     res = json.load(open(os.path.join(out, "prop", "results.json")))
