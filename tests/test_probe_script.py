@@ -32,8 +32,11 @@ def store_with_gaps(tmp_path_factory):
 
 def test_probe_script_writes_everything(store_with_gaps, tmp_path):
     out = str(tmp_path / "out")
-    r = run_probe(f"--store={store_with_gaps}", "--task=prop", f"--out={out}", "--config=neurox")
+    cache = tmp_path / "jax_cache"
+    r = run_probe(f"--store={store_with_gaps}", "--task=prop", f"--out={out}", "--config=neurox",
+                  f"--compilation_cache_dir={cache}")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert any(cache.iterdir())        # the probe calls' executables, for the next run
     assert "skipped 40 utterances with an empty label" in r.stdout
     res = json.load(open(os.path.join(out, "prop", "results.json")))
     assert sum(res["split_sizes"].values()) == 360
