@@ -142,12 +142,16 @@ def majority_accuracy(data: TaskData) -> float:
     return float(np.mean(data.y[data.split == TEST] == major))
 
 
-def standardize(X: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """(X - mean) / std with statistics fitted on the train rows only."""
+def standardize(X: np.ndarray, train: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(X - mean) / std with statistics fitted on the train rows only, float32, written into
+    ``out`` when given."""
     Xt = X[train]
     mu = Xt.mean(0)
     sd = Xt.std(0)
-    return ((X - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
+    out = np.empty(X.shape, np.float32) if out is None else out
+    np.subtract(X, mu, out=out, casting="unsafe")
+    out /= np.where(sd > 1e-8, sd, 1.0).astype(np.float32)
+    return out
 
 
 def load_layers(store: Store, data: TaskData) -> list[np.ndarray]:
@@ -166,9 +170,11 @@ def load_concatenated(store: Store, data: TaskData) -> np.ndarray:
     train = data.split == TRAIN
     out = np.empty((len(data.rows), sum(store.dims)), np.float32)
     o = 0
+    every = np.array_equal(data.rows, np.arange(len(store)))
     for k in range(store.num_layers):
-        X = np.asarray(store.layer(k)[data.rows], np.float32)
-        out[:, o:o + X.shape[1]] = standardize(X, train)
+        arr = store.layer(k)
+        X = np.asarray(arr if every else arr[data.rows], np.float32)
+        standardize(X, train, out[:, o:o + X.shape[1]])
         o += X.shape[1]
     return out
 
