@@ -173,15 +173,20 @@ def test_default_setting_converges_to_sklearn_accuracy():
     assert neurox < ours - 0.03, (neurox, ours)
 
 
+def _toy_problem(n, d, classes, tasks):
+    """Random X [n, d], labels Y [tasks, n], ~70% training rows w, and their count."""
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
+    Y = jnp.asarray(rng.integers(0, classes, (tasks, n)).astype(np.int32))
+    w = jnp.asarray((rng.random(n) < 0.7).astype(np.float32))
+    return X, Y, w, int(w.sum())
+
+
 def test_block_engine_equals_one_probe_at_a_time():
     # layers with padding (gathered columns + masks, two labels, two lambdas) and nested
     # prefixes (shared columns, prefix masks) in one call == fit_probe one probe at a time
-    rng = np.random.default_rng(0)
     N, C = 300, 3
-    X = jnp.asarray(rng.normal(size=(N, 20)).astype(np.float32))
-    Y = jnp.asarray(rng.integers(0, C, (2, N)).astype(np.int32))
-    w = jnp.asarray((rng.random(N) < 0.7).astype(np.float32))
-    ntr = int(w.sum())
+    X, Y, w, ntr = _toy_problem(N, 20, C, 2)
     cfg = EN.ProbeConfig(epochs=3, batch_size=32, learning_rate=1e-2)
     key = jax.random.PRNGKey(1)
     cols = np.array([np.arange(0, 8), np.r_[np.arange(8, 14), 0, 0]], np.int32)
@@ -258,12 +263,8 @@ def test_neurox_setting_starts_like_torch_linear_and_keeps_row_order():
     idx, valid, nb = EN.batch_plan(jax.random.PRNGKey(0), w, num_train=5, cfg=cfg)
     assert nb == 1 and np.asarray(idx)[:, :5].tolist() == [[1, 2, 4, 5, 6]] * cfg.epochs
     # random init in the block engine: each probe gets fit_probe's updates from its own start
-    rng = np.random.default_rng(0)
     N, C = 200, 3
-    X = jnp.asarray(rng.normal(size=(N, 12)).astype(np.float32))
-    Y = jnp.asarray(rng.integers(0, C, (1, N)).astype(np.int32))
-    w = jnp.asarray((rng.random(N) < 0.7).astype(np.float32))
-    ntr = int(w.sum())
+    X, Y, w, ntr = _toy_problem(N, 12, C, 1)
     cfg = dataclasses.replace(EN.NEUROX_EXACT, epochs=2, learning_rate=1e-2)
     sizes = np.array([4, 12])
     pm = (np.arange(12)[None] < sizes[:, None]).astype(np.float32)[None]

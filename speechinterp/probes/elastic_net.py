@@ -70,7 +70,7 @@ CONFIGS = {"neurox": NEUROX, "neurox_exact": NEUROX_EXACT, "default": DEFAULT}
 def _uniform_draws(key, w_shape, b_shape, dtype):
     """U(-1, 1) draws for W and b, with XLA's RngBitGenerator ("rbg"; threefry would double
     the compile time of a training call)."""
-    rbg = jax.random.wrap_key_data(jnp.tile(jnp.asarray(key, jnp.uint32).reshape(-1)[:2], 2),
+    rbg = jax.random.wrap_key_data(jnp.tile(jax.random.key_data(key).reshape(-1)[:2], 2),
                                    impl="rbg")
     kw, kb = jax.random.split(rbg)
     return (jax.random.uniform(kw, w_shape, dtype, -1.0, 1.0),

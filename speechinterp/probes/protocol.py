@@ -340,9 +340,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     bs = min(cfg.batch_size, ntr) if cfg.batch_size else ntr
     plan_sds = lambda S: (_sds((S, cfg.epochs * nb, bs), jnp.int32),
                           _sds((S, cfg.epochs * nb, bs)))
-    init_sds = lambda blocks, S: tuple(
-        {"W": _sds((S, b.num_sets, b.num_heads, C, b.num_cols)),
-         "b": _sds((S, b.num_sets, b.num_heads, C))} for b in blocks)
+    init_sds = lambda blocks, S: jax.tree.map(lambda a: _sds((S,) + a.shape),
+                                              jax.eval_shape(lambda: init_blocks(blocks, C)))
 
     # --- the blocks of both calls (shapes only depend on the store), compiled in background
     offs = np.cumsum([0] + dims)
