@@ -164,11 +164,20 @@ def load_layers(store: Store, data: TaskData) -> list[np.ndarray]:
     return out
 
 
+def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data start on an ``align``-byte boundary: on CPU,
+    ``jax.device_put`` then shares its memory instead of copying it."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    off = (-buf.ctypes.data) % align
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
 def load_concatenated(store: Store, data: TaskData) -> np.ndarray:
     """Every layer standardised (train statistics) side by side: float32 [N_task, sum D_k],
-    written layer by layer into one array (no per-layer copies kept)."""
+    written layer by layer into one (64-byte aligned) array (no per-layer copies kept)."""
     train = data.split == TRAIN
-    out = np.empty((len(data.rows), sum(store.dims)), np.float32)
+    out = aligned_empty((len(data.rows), sum(store.dims)))
     o = 0
     every = np.array_equal(data.rows, np.arange(len(store)))
     for k in range(store.num_layers):

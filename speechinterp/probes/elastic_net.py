@@ -14,10 +14,10 @@ widest one, neuron subsets). It is a pure function, so ``jax.vmap`` over any arg
 many probes in one call: layers (X, mask), subsets (mask), control tasks (y), seeds (key),
 and the regularisation grid (l1, l2).
 
-:func:`fit_blocks` trains many families of probes at once with the same updates: each
-:class:`Block` is a set of probes on column sets of one X (layers, nested subsets), all of them
-on the same shuffled mini-batches, so one row gather per step serves every probe and probes on
-shared columns share one matrix product.
+:func:`fit_bands` trains many probes at once with the same updates: probes on column sets of
+one X (layers, the oracle on all layers, nested subsets) are cut into :class:`Bands`, column
+ranges shared by the probes that read them, so one row gather per step serves every probe and
+each band is one matrix product for all of its probes.
 """
 from __future__ import annotations
 
@@ -183,158 +183,219 @@ def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train
     return params
 
 
-# ----------------------------------------------------------------------------- probe blocks
+# ----------------------------------------------------------------------------- probe bands
 @dataclasses.dataclass(frozen=True)
-class Block:
-    """A family of probes trained together on columns of one X [N, K] (see :func:`fit_blocks`).
+class Bands:
+    """P probes on columns of one X [N, K], trained together (see :func:`fit_bands`).
 
-    The block has M column sets, and H heads (probes) on each:
+    Probe p reads a set of columns of X; band b is a rectangle, the columns
+    ``[start_b, start_b + width_b)`` times a set of heads, and head h of band b holds probe
+    ``p``'s weights on those columns. A probe's logits are the sum of its heads' products, so
+    a probe may span several bands and each band is one matrix product shared by all of its
+    heads (the layer probes and the oracle, or nested subsets of one ordering).
 
-    * ``cols`` [M, Wd] int32 column indices into X, or None for M = ``sets`` contiguous runs
-      of ``width`` columns from ``start`` (a slice and a reshape: nothing is gathered);
-    * ``mask`` [M, Hm, Wd] feature mask (Hm = 1 or H), 0 drops a column for that probe (layer
-      padding, nested subsets); None keeps every column;
-    * ``label`` [H]: the row of Y each head predicts; ``l1``, ``l2`` [H]: its penalties.
+    * ``label`` [P]: the row of Y each probe predicts; ``l1``, ``l2`` [P]: its penalties;
+    * ``masks``: per band, None or [H_b, width_b] (0 where a head's probe does not read the
+      column: the band is wider than that probe);
+    * ``layout`` (static): per band ``(start, width, runs)``, ``runs`` a tuple of
+      ``(head_lo, head_hi, probe_lo)``: heads ``head_lo..head_hi-1`` are probes
+      ``probe_lo..``.
 
-    Its parameters are W [M, H, Wd, C] and b [M, H, C]: probe (m, h) is
-    ``{"W": W[m, h], "b": b[m, h]}`` on columns ``cols[m]`` (masked by ``mask[m, h]``).
+    Parameters are ``{"W": (W_b [H_b, C, width_b], ...), "b": [P, C]}``.
     """
 
     label: jax.Array
     l1: jax.Array
     l2: jax.Array
-    cols: jax.Array | None = None
-    mask: jax.Array | None = None
-    start: int = 0
-    width: int = 0
-    sets: int = 1
+    masks: tuple
+    layout: tuple
 
     @property
-    def num_sets(self) -> int:
-        return self.sets if self.cols is None else self.cols.shape[0]
-
-    @property
-    def num_cols(self) -> int:
-        return self.width if self.cols is None else self.cols.shape[1]
-
-    @property
-    def num_heads(self) -> int:
+    def num_probes(self) -> int:
         return self.label.shape[0]
 
 
-jax.tree_util.register_dataclass(Block, data_fields=["label", "l1", "l2", "cols", "mask"],
-                                 meta_fields=["start", "width", "sets"])
+jax.tree_util.register_dataclass(Bands, data_fields=["label", "l1", "l2", "masks"],
+                                 meta_fields=["layout"])
 
 
-def _block_columns(X, blk: Block):
-    """X [B, K] -> the block's columns [B, M, Wd]."""
-    if blk.cols is None:
-        Xs = jax.lax.slice_in_dim(X, blk.start, blk.start + blk.sets * blk.width, axis=1)
-        return Xs.reshape(X.shape[0], blk.sets, blk.width)
-    return X[:, blk.cols]
+def _runs(heads: np.ndarray) -> tuple:
+    """Ascending probe indices of a band's heads -> (head_lo, head_hi, probe_lo) runs."""
+    cuts = np.flatnonzero(np.diff(heads) != 1) + 1
+    los = np.concatenate([[0], cuts])
+    his = np.concatenate([cuts, [len(heads)]])
+    return tuple((int(a), int(b), int(heads[a])) for a, b in zip(los, his))
 
 
-def _block_loss(params, blocks, Xb, Yb, wb, squared_l2: bool):
-    """Sum over every probe of every block of :func:`elastic_net_loss` (masked weights are 0).
+def interval_bands(lo, hi, label, l1, l2, band_cost: float = 3000.0) -> Bands:
+    """Bands for probes on column intervals ``[lo[p], hi[p])`` of X.
 
-    Weights are held as [M, H, C, Wd] while training: the gradient's matrix product then
-    writes them in place, and the optimiser's element-wise update reads them contiguously."""
-    denom = jnp.maximum(jnp.sum(wb), 1.0)
-    total = 0.0
-    for p, blk in zip(params, blocks):
-        W = p["W"]
-        logits = jnp.einsum("bmj,mhcj->bmhc", _block_columns(Xb, blk), W) + p["b"]
-        tgt = jnp.broadcast_to(Yb[blk.label].T[:, None, :], logits.shape[:-1])   # [B, M, H]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
-        ce = jnp.einsum("b,bmh->mh", wb, ce) / denom
-        sq = jnp.sum(W * W, axis=(2, 3))
-        l2_term = sq if squared_l2 else jnp.sqrt(sq + 1e-12)
-        total = total + jnp.sum(ce + blk.l1 * _l1_norm(W, axis=(2, 3)) + blk.l2 * l2_term)
-    return total
+    The band boundaries are chosen among the interval ends by dynamic programming, minimising
+    the weights trained (band width x heads, padding included) plus ``band_cost`` per band
+    (each band is a few more operations per step, and more to compile). Probes that share
+    columns share a band; nested intervals come out as a staircase of bands whose head counts
+    fall off, so padding stays small. Order the probes so that the probes of a band are few
+    runs of consecutive indices (see :class:`Bands`)."""
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    if np.any(hi <= lo):
+        raise ValueError("every probe needs at least one column")
+    pts = np.unique(np.concatenate([lo, hi]))
+    n = len(pts)
+    # heads[i, j]: probes meeting [pts[i], pts[j])
+    meets = (lo[None, None, :] < pts[None, :, None]) & (hi[None, None, :] > pts[:, None, None])
+    heads = meets.sum(-1)
+    cost = (pts[None, :] - pts[:, None]) * heads + np.where(heads > 0, band_cost, 0.0)
+    best, arg = np.full(n, np.inf), np.zeros(n, np.int64)
+    best[0] = 0.0
+    for j in range(1, n):
+        c = best[:j] + cost[:j, j]
+        arg[j] = int(np.argmin(c))
+        best[j] = c[arg[j]]
+    masks, layout, j = [], [], n - 1
+    while j > 0:
+        i = arg[j]
+        a, b = int(pts[i]), int(pts[j])
+        hs = np.flatnonzero(meets[i, j])
+        if len(hs):
+            cols = np.arange(a, b)
+            m = ((cols[None] >= lo[hs, None]) & (cols[None] < hi[hs, None])).astype(np.float32)
+            masks.append(None if m.all() else m)
+            layout.append((a, b - a, _runs(hs)))
+        j = i
+    return Bands(label=np.asarray(label, np.int32), l1=np.asarray(l1, np.float32),
+                 l2=np.asarray(l2, np.float32), masks=tuple(masks[::-1]),
+                 layout=tuple(layout[::-1]))
 
 
-def init_blocks(blocks, num_classes: int, dtype=jnp.float32, *, init: str = "zeros",
-                key=None, rng: np.random.Generator | None = None) -> tuple:
-    """Initial parameters in the training layout W [M, H, C, Wd] (see :func:`fit_blocks`):
-    zeros, or ``init="uniform"`` as :func:`init_probe` (each probe's fan-in is its unmasked
-    columns; masked weights start at 0), drawn from ``key`` in traced code or, given ``rng``,
-    as host numpy arrays (nothing to compile)."""
+def _to_probes(per_head, runs, num_probes: int):
+    """Per-head values [H, ...] -> per-probe sums [P, ...] (static runs: pads and adds)."""
+    out = 0
+    for h0, h1, p0 in runs:
+        pad = [(p0, num_probes - p0 - (h1 - h0))] + [(0, 0)] * (per_head.ndim - 1)
+        out = out + jnp.pad(per_head[h0:h1], pad)
+    return out
+
+
+def band_logits(params, X, bands: Bands):
+    """Logits [P, C, N] of every probe on X [N, K].
+
+    Weights are held as [H, C, width] and X's rows as columns of the product, so the forward
+    and the gradient products read and write the weights in place (no per-step transposes of
+    the weights; the batch of X is transposed instead)."""
+    P = bands.num_probes
+    out = params["b"][:, :, None]
+    for W, (start, width, runs) in zip(params["W"], bands.layout):
+        part = jnp.einsum("hcj,nj->hcn", W, jax.lax.slice_in_dim(X, start, start + width, axis=1))
+        out = out + _to_probes(part, runs, P)
+    return out
+
+
+def _bands_loss(params, bands: Bands, Xb, Yb, wb, squared_l2: bool):
+    """Sum over probes of :func:`elastic_net_loss` (masked weights are 0)."""
+    P = bands.num_probes
+    logits = band_logits(params, Xb, bands)                          # [P, C, B]
+    onehot = jax.nn.one_hot(Yb[bands.label], logits.shape[1], axis=1, dtype=logits.dtype)
+    ce = jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * onehot, axis=1)   # [P, B]
+    ce = ce @ wb / jnp.maximum(jnp.sum(wb), 1.0)
+    sq, ab = 0.0, 0.0
+    for W, (_, _, runs) in zip(params["W"], bands.layout):
+        sq = sq + _to_probes(jnp.sum(W * W, axis=(1, 2)), runs, P)
+        ab = ab + _to_probes(_l1_norm(W, axis=(1, 2)), runs, P)
+    l2_term = sq if squared_l2 else jnp.sqrt(sq + 1e-12)
+    return jnp.sum(ce + bands.l1 * ab + bands.l2 * l2_term)
+
+
+def probe_fan_in(bands: Bands) -> np.ndarray:
+    """Columns each probe reads [P] (host)."""
+    fan = np.zeros(bands.num_probes)
+    for m, (_, width, runs) in zip(bands.masks, bands.layout):
+        per_head = np.full(sum(h1 - h0 for h0, h1, _ in runs), float(width)) if m is None \
+            else np.asarray(m).sum(-1)
+        for h0, h1, p0 in runs:
+            fan[p0:p0 + h1 - h0] += per_head[h0:h1]
+    return fan
+
+
+def init_bands(bands: Bands, num_classes: int, dtype=np.float32, *, init: str = "zeros",
+               rng: np.random.Generator | None = None) -> dict:
+    """Initial parameters (host numpy): zeros, or ``init="uniform"`` as :func:`init_probe`
+    (torch ``nn.Linear``: U(+-1/sqrt(fan_in)), fan-in = the columns the probe reads; masked
+    weights start at 0) drawn from ``rng``."""
     if init not in ("zeros", "uniform"):
         raise ValueError(f"unknown init {init!r}; use zeros or uniform")
-    xp = np if rng is not None else jnp
-    out = []
-    for i, b in enumerate(blocks):
-        shapes = ((b.num_sets, b.num_heads, num_classes, b.num_cols),
-                  (b.num_sets, b.num_heads, num_classes))
-        if init == "zeros":
-            out.append({"W": xp.zeros(shapes[0], dtype), "b": xp.zeros(shapes[1], dtype)})
-            continue
-        if rng is not None:
-            W, bias = (rng.uniform(-1.0, 1.0, sh).astype(dtype) for sh in shapes)
-        else:
-            W, bias = _uniform_draws(jax.random.fold_in(key, i), *shapes, dtype)
-        mask = xp.ones((1, 1, b.num_cols), dtype) if b.mask is None else xp.asarray(b.mask, dtype)
-        mask = xp.broadcast_to(mask, shapes[0][:2] + (b.num_cols,))
-        bound = 1.0 / xp.sqrt(xp.maximum(mask.sum(-1), 1.0))     # [M, H]
-        out.append({"W": W * bound[:, :, None, None] * mask[:, :, None, :],
-                    "b": bias * bound[:, :, None]})
-    return tuple(out)
+    P, C = bands.num_probes, num_classes
+    shapes = [(sum(h1 - h0 for h0, h1, _ in runs), C, width)
+              for _, width, runs in bands.layout]
+    if init == "zeros":
+        return {"W": tuple(np.zeros(s, dtype) for s in shapes), "b": np.zeros((P, C), dtype)}
+    bound = 1.0 / np.sqrt(np.maximum(probe_fan_in(bands), 1.0))
+    Ws = []
+    for s, m, (_, _, runs) in zip(shapes, bands.masks, bands.layout):
+        hb = np.concatenate([bound[p0:p0 + h1 - h0] for h0, h1, p0 in runs])
+        W = rng.uniform(-1.0, 1.0, s) * hb[:, None, None]
+        Ws.append((W if m is None else W * np.asarray(m)[:, None, :]).astype(dtype))
+    return {"W": tuple(Ws), "b": (rng.uniform(-1.0, 1.0, (P, C)) * bound[:, None]).astype(dtype)}
 
 
-def fit_blocks(X, Y, w, blocks, key, *, num_classes: int, num_train: int,
-               cfg: ProbeConfig = DEFAULT) -> tuple:
-    """Train every probe of every block in one scan; pure and jittable.
+def probe_weights(params, bands: Bands, probe: int, num_features: int) -> np.ndarray:
+    """Probe ``probe``'s weights as one [K, C] matrix on X's columns (host)."""
+    C = np.shape(params["b"])[1]
+    out = np.zeros((num_features, C), np.float32)
+    for W, (start, width, runs) in zip(params["W"], bands.layout):
+        for h0, h1, p0 in runs:
+            if p0 <= probe < p0 + h1 - h0:
+                out[start:start + width] += np.asarray(W[h0 + probe - p0]).T
+    return out
 
-    X [N, K], Y [T, N] int labels, w [N] row weights, ``blocks`` a tuple of :class:`Block`.
-    All probes see the same shuffled mini-batches (one row gather per step), and each one gets
-    exactly the updates :func:`fit_probe` would give it with the same key: the loss is a sum of
-    independent per-probe losses. Probes that share columns share one matrix product per step,
-    so a block of H nested subsets of one ordering costs one [B, Wd] x [Wd, H*C] product.
-    Returns a tuple of ``{"W": [M, H, Wd, C], "b": [M, H, C]}``, one per block.
+
+def fit_bands(X, Y, w, bands: Bands, key, *, num_classes: int, num_train: int,
+              cfg: ProbeConfig = DEFAULT, params0: dict | None = None) -> dict:
+    """Train every probe of ``bands`` in one scan; pure and jittable.
+
+    X [N, K], Y [T, N] int labels, w [N] row weights. All probes see the same mini-batches
+    (one row gather per step), and each one gets exactly :func:`fit_probe`'s updates with the
+    same key and initial weights: the loss is a sum of independent per-probe losses.
+    ``params0`` defaults to zeros (see :func:`init_bands` for torch's init).
     """
     idx, valid, nb = _plan(key, w, num_train, cfg)
-    params0 = init_blocks(blocks, num_classes, X.dtype, init=cfg.init, key=init_key(key))
-    return fit_blocks_planned(X, Y, w, blocks, idx, valid, params0, num_classes=num_classes,
-                              steps_per_epoch=nb, cfg=cfg)
+    if params0 is None:
+        params0 = jax.tree.map(jnp.asarray, init_bands(bands, num_classes, X.dtype))
+    return fit_bands_planned(X, Y, w, bands, idx, valid, params0, num_classes=num_classes,
+                             steps_per_epoch=nb, cfg=cfg)
 
 
 def batch_plan(key, w, *, num_train: int, cfg: ProbeConfig = DEFAULT):
-    """The shuffled mini-batches :func:`fit_probe` and :func:`fit_blocks` use with this key:
+    """The shuffled mini-batches :func:`fit_probe` and :func:`fit_bands` use with this key:
     (idx, valid) [epochs * steps_per_epoch, batch] and steps_per_epoch."""
     return _plan(key, w, num_train, cfg)
 
 
-def fit_blocks_planned(X, Y, w, blocks, idx, valid, params0, *, num_classes: int,
-                       steps_per_epoch: int, cfg: ProbeConfig = DEFAULT) -> tuple:
-    """:func:`fit_blocks` on a given batch plan (from :func:`batch_plan`) and initial
-    parameters ``params0`` (from :func:`init_blocks`), so that the plan's sort is computed
-    (and compiled) once for several calls."""
+def fit_bands_planned(X, Y, w, bands: Bands, idx, valid, params0, *, num_classes: int,
+                      steps_per_epoch: int, cfg: ProbeConfig = DEFAULT) -> dict:
+    """:func:`fit_bands` on a given batch plan (from :func:`batch_plan`) and initial
+    parameters ``params0`` (from :func:`init_bands`)."""
+    del num_classes   # the shapes of params0 carry it
     opt = _optimizer(cfg, steps_per_epoch)
-    params = params0
-    # gradient masks [M, Hm, 1, Wd]: masked weights start at 0 and get no gradient (the
-    # penalties' gradients vanish at 0), so they stay 0 and the forward pass needs no mask
-    gmask = tuple(None if b.mask is None else b.mask[:, :, None, :] for b in blocks)
+    # masked weights start at 0 and get no gradient (the penalties' gradients vanish at 0),
+    # so they stay 0 and the forward pass needs no mask
+    gmask = tuple(None if m is None else m[:, None, :] for m in bands.masks)
 
     def step(carry, inputs):
         params, state = carry
         i, v = inputs
-        g = jax.grad(_block_loss)(params, blocks, X[i], Y[:, i], w[i] * v, cfg.squared_l2)
-        g = tuple(gp if m is None else {"W": gp["W"] * m, "b": gp["b"]} for gp, m in zip(g, gmask))
+        g = jax.grad(_bands_loss)(params, bands, X[i], Y[:, i], w[i] * v, cfg.squared_l2)
+        g = {"W": tuple(gw if m is None else gw * m for gw, m in zip(g["W"], gmask)),
+             "b": g["b"]}
         updates, state = opt.update(g, state, params)
         return (optax.apply_updates(params, updates), state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (idx, valid))
-    return tuple({"W": jnp.swapaxes(p["W"], 2, 3), "b": p["b"]} for p in params)
+    (params, _), _ = jax.lax.scan(step, (params0, opt.init(params0)), (idx, valid))
+    return params
 
 
-def predict_blocks(X, blocks, params) -> tuple:
-    """Classes [M, H, N] of every probe of every block on X [N, K] (``params`` as returned
-    by :func:`fit_blocks`)."""
-    out = []
-    for p, blk in zip(params, blocks):
-        logits = jnp.einsum("nmj,mhjc->nmhc", _block_columns(X, blk), p["W"]) + p["b"]
-        out.append(jnp.transpose(jnp.argmax(logits, -1), (1, 2, 0)))
-    return tuple(out)
+def predict_bands(X, bands: Bands, params) -> jax.Array:
+    """Classes [P, N] of every probe on X [N, K]."""
+    return jnp.argmax(band_logits(params, X, bands), axis=1)
 
 
 def fit_probe_streaming(batches: "callable", num_features: int, num_classes: int,

@@ -1,17 +1,20 @@
 """The probing protocol of METHOD.md (Linguistic Correlation Analysis, NeuroX), vectorised.
 
 :func:`run_probing` trains every probe of a task in two jitted calls of
-:func:`~.elastic_net.fit_blocks` (probe blocks that share one mini-batch gather per step, and
-one matrix product per shared column set; each probe gets exactly :func:`~.elastic_net.fit_probe`'s
-updates):
+:func:`~.elastic_net.fit_bands_planned` (every probe reads a column interval of one X; the
+intervals are cut into bands, column ranges that are one matrix product per step for all the
+probes reading them; one mini-batch gather per step serves every probe, and each probe gets
+exactly :func:`~.elastic_net.fit_probe`'s updates):
 
-1. layer-wise: labels (task + control) x layers (zero-padded to the widest, with a feature mask)
-   x lambda grid x seeds, next to the oracle on all layers concatenated x lambda grid;
+1. layer-wise: labels (task + control) x layers x lambda grid x seeds, next to the oracle on all
+   layers side by side x lambda grid. Each layer is one band, shared by its probes and the
+   oracle's weights on that layer, so layers of different widths need no padding;
 2. after the NeuroX ranking of the oracle: every minimal-subset candidate, i.e. the top-n prefix
    of the ranking for every candidate size n (which include the top-k% ablation retrains), and
-   the random / bottom k% retrains. The nested prefixes share the ordered columns and differ
-   only by their masks; they are split into a few padded buckets chosen by dynamic programming
-   (:func:`size_buckets`), so the cost follows the subset sizes while compilations stay few.
+   the bottom / random k% retrains (suffixes of the ranking; prefixes of one random order, whose
+   columns are appended). Nested intervals become a staircase of bands chosen by dynamic
+   programming (:func:`~.elastic_net.interval_bands`): wide bands of many probes near the
+   start, narrow ones at the end, so the weights trained stay within ~20% of the probes' own.
 
 Zero-out ablation masks the trained oracle; per-neuron (univariate) probes of every neuron of
 every layer are one more vmapped call. The shapes of both training calls are known when the
@@ -39,9 +42,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from speechinterp.probes import data as D
 from speechinterp.probes import ranking as R
-from speechinterp.probes.elastic_net import (DEFAULT, Block, ProbeConfig, batch_plan,
-                                             fit_blocks_planned, fit_probe, init_blocks,
-                                             predict_blocks)
+from speechinterp.probes.elastic_net import (DEFAULT, ProbeConfig, batch_plan,
+                                             fit_bands_planned, fit_probe, init_bands,
+                                             interval_bands, predict_bands, probe_weights)
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
@@ -156,69 +159,69 @@ def predict_neurons(W, b, X):
     return jax.lax.map(one, (X.T, W, b), batch_size=64)
 
 
-def size_buckets(sizes, max_buckets: int = 4) -> list[np.ndarray]:
-    """Split ascending subset ``sizes`` into at most ``max_buckets`` runs of consecutive sizes,
-    each padded to its largest, with the least padded work (dynamic programming): nested subsets
-    of one ordering then cost ~sum(sizes) instead of len(sizes) * max(sizes)."""
-    s = np.asarray(sizes, np.float64)
-    n = len(s)
-    K = max(1, min(max_buckets, n))
-    cost = np.full((K + 1, n + 1), np.inf)
-    arg = np.zeros((K + 1, n + 1), np.int64)
-    cost[0, 0] = 0
-    for k in range(1, K + 1):
-        for j in range(1, n + 1):
-            c = cost[k - 1, :j] + s[j - 1] * (j - np.arange(j))
-            arg[k, j] = int(np.argmin(c))
-            cost[k, j] = c[arg[k, j]]
-    k = int(np.argmin(cost[1:, n])) + 1
-    bounds, j = [], n
-    while j > 0:
-        i = arg[k, j]
-        bounds.append((i, j))
-        j, k = i, k - 1
-    return [np.arange(i, j) for i, j in reversed(bounds)]
+def _interval_probes(specs):
+    """Concatenate probe specs (lo, hi, label, l1, l2 arrays) into one set of probes."""
+    out = [np.concatenate([np.asarray(sp[i]) for sp in specs]) for i in range(5)]
+    return [a.astype(t) for a, t in zip(out, (np.int64, np.int64, np.int32, np.float32,
+                                               np.float32))]
 
 
-def _nested_blocks(sizes, total: int, l1, l2, max_buckets: int, from_end: bool = False):
-    """Blocks training the first (or, ``from_end``, the last) ``sizes[i]`` of ``total`` columns,
-    bucketed by :func:`size_buckets`; returns (blocks, [bucket indices])."""
-    sizes = np.asarray(sizes)
-    blocks, groups = [], size_buckets(sizes, max_buckets)
-    for grp in groups:
-        width = int(sizes[grp].max())
-        j = np.arange(width)[None]
-        keep = (j >= width - sizes[grp][:, None]) if from_end else (j < sizes[grp][:, None])
-        H = len(grp)
-        blocks.append(Block(label=np.zeros(H, np.int32), l1=np.full(H, l1, np.float32),
-                            l2=np.full(H, l2, np.float32),
-                            mask=keep.astype(np.float32)[None],
-                            start=total - width if from_end else 0, width=width))
-    return blocks, groups
+def layer_probes(dims, l1s, l2s, layers: bool = True, oracle: bool = True):
+    """Probe intervals of call 1 on all layers side by side: for each layer, the task then the
+    control probe for every lambda; then the oracle (all columns) for every lambda. Returns
+    (lo, hi, label, l1, l2)."""
+    offs = np.cumsum([0] + list(dims))
+    G = len(l1s)
+    specs = []
+    if layers:
+        for k, d in enumerate(dims):
+            specs.append((np.full(2 * G, offs[k]), np.full(2 * G, offs[k] + d),
+                          np.repeat([0, 1], G), np.tile(l1s, 2), np.tile(l2s, 2)))
+    if oracle:
+        specs.append((np.zeros(G), np.full(G, offs[-1]), np.zeros(G), l1s, l2s))
+    return _interval_probes(specs)
+
+
+def subset_probes(prefixes, pct_sizes, ntot: int, l1: float, l2: float):
+    """Probe intervals of call 2 on ``[X in ranking order | the first max(pct_sizes) columns of
+    a random order]``: every top-n prefix (ascending), the bottom k% (the last columns of the
+    ranking; descending) and the random k% (ascending). Returns ((lo, hi, label, l1, l2),
+    bottom_ids, random_ids) with the probe index of each entry of ``pct_sizes``."""
+    prefixes = np.asarray(prefixes)
+    order = np.argsort(pct_sizes, kind="stable")
+    ps = np.asarray(pct_sizes)[order]
+    n1, k = len(prefixes), len(ps)
+    lo = np.concatenate([np.zeros(n1), ntot - ps[::-1], np.full(k, ntot)])
+    hi = np.concatenate([prefixes, np.full(k, ntot), ntot + ps])
+    P = len(lo)
+    bottom_ids, random_ids = np.empty(k, np.int64), np.empty(k, np.int64)
+    bottom_ids[order[::-1]] = n1 + np.arange(k)
+    random_ids[order] = n1 + k + np.arange(k)
+    return (_interval_probes([(lo, hi, np.zeros(P), np.full(P, l1), np.full(P, l2))]),
+            bottom_ids, random_ids)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps_per_epoch", "cfg"))
-def fit_eval_blocks(X, Y, w, blocks, idx, valid, params0, X_eval, *, num_classes,
-                    steps_per_epoch, cfg):
-    """:func:`~.elastic_net.fit_blocks_planned` for every seed's batch plan ``idx``, ``valid``
+def fit_eval_bands(X, Y, w, bands, idx, valid, params0, X_eval, *, num_classes,
+                   steps_per_epoch, cfg):
+    """:func:`~.elastic_net.fit_bands_planned` for every seed's batch plan ``idx``, ``valid``
     [S, steps, batch] and initial parameters ``params0`` (leading axis [S]), and the predicted
-    classes on ``X_eval``: (params with a leading [S] axis, classes [S, M, H, N_eval] per
-    block)."""
+    classes on ``X_eval``: (params with a leading [S] axis, classes [S, P, N_eval])."""
     def one(i, v, p0):
-        P = fit_blocks_planned(X, Y, w, blocks, i, v, p0, num_classes=num_classes,
-                               steps_per_epoch=steps_per_epoch, cfg=cfg)
-        return P, predict_blocks(X_eval, blocks, P)
+        P = fit_bands_planned(X, Y, w, bands, i, v, p0, num_classes=num_classes,
+                              steps_per_epoch=steps_per_epoch, cfg=cfg)
+        return P, predict_bands(X_eval, bands, P)
     if idx.shape[0] == 1:   # one seed: no vmap (a third less tracing)
         out = one(idx[0], valid[0], jax.tree.map(lambda a: a[0], params0))
         return jax.tree.map(lambda a: a[None], out)
     return jax.vmap(one)(idx, valid, params0)
 
 
-def _initial_params(blocks, num_classes: int, cfg: ProbeConfig, seed: int, seeds: int):
-    """Initial parameters of ``blocks`` for each of ``seeds`` seeds (leading axis), drawn on the
-    host (:func:`~.elastic_net.init_blocks`)."""
-    per_seed = [init_blocks(blocks, num_classes, np.float32, init=cfg.init,
-                            rng=np.random.default_rng([seed, s])) for s in range(seeds)]
+def _initial_params(bands, num_classes: int, cfg: ProbeConfig, seed: int, seeds: int):
+    """Initial parameters of ``bands`` for each of ``seeds`` seeds (leading axis), drawn on the
+    host (:func:`~.elastic_net.init_bands`)."""
+    per_seed = [init_bands(bands, num_classes, np.float32, init=cfg.init,
+                           rng=np.random.default_rng([seed, s])) for s in range(seeds)]
     return jax.tree.map(lambda *a: np.stack(a), *per_seed)
 
 
@@ -237,51 +240,40 @@ def _sds_tree(tree):
     return jax.tree.map(lambda a: _sds(np.shape(a), a.dtype), tree)
 
 
-def _run_blocks(args, statics, compiled=None):
-    """Run :func:`fit_eval_blocks`, with the executable compiled ahead of time if given."""
+def _run_bands(args, statics, compiled=None):
+    """Run :func:`fit_eval_bands`, with the executable compiled ahead of time if given."""
     if compiled is not None:
         return compiled.result()(*args)
-    return fit_eval_blocks(*args, **statics)
+    return fit_eval_bands(*args, **statics)
 
 
-def _precompile_blocks(args, statics):
-    """Compile :func:`fit_eval_blocks` for these arguments' shapes in the background (kept
-    for later runs with the same shapes: other tasks of the same store)."""
+def _precompile_bands(args, statics, after=()):
+    """Compile :func:`fit_eval_bands` for these arguments' shapes in the background, once the
+    compilations ``after`` are done (kept for later runs with the same shapes: other tasks of
+    the same store)."""
     if len(jax.local_devices()) > 1:
         return None
     sds = _sds_tree(args)
     leaves, tree = jax.tree.flatten(sds)
-    key = ("fit_eval_blocks", tree, tuple((l.shape, str(l.dtype)) for l in leaves),
+    key = ("fit_eval_bands", tree, tuple((l.shape, str(l.dtype)) for l in leaves),
            tuple(sorted(statics.items())))
     if key not in _AOT:
         if len(_AOT) > 64:   # bound the executables kept alive across many tasks
             _AOT.clear()
-        _AOT[key] = _POOL.submit(lambda: fit_eval_blocks.lower(*sds, **statics).compile())
+        def compile_():
+            for f in after:
+                if f is not None:
+                    f.result()
+            return fit_eval_bands.lower(*sds, **statics).compile()
+        _AOT[key] = _POOL.submit(compile_)
     return _AOT[key]
 
 
-def _phase2_blocks(sizes, pct_sizes, bottom_random_cols, ntot, l1, l2, max_buckets):
-    """Blocks of call 2 on the columns in ranking order: the minimal-subset candidates (first
-    ``sizes`` columns, in at most ``max_buckets`` padded groups), and the bottom and random k%
-    retrains: two nested families on the column orders ``bottom_random_cols`` [2, n] (the
-    ranking reversed, a random permutation), the first ``pct_sizes`` columns of each, sharing
-    one block per size group (two groups). Returns (blocks, layout) with layout[i] =
-    (kind, indices) for block i, kind "subset" or "bottom_random"."""
-    blocks, layout = [], []
-    bl, groups = _nested_blocks(sizes, ntot, l1, l2, max_buckets)
-    blocks += bl
-    layout += [("subset", g) for g in groups]
-    order = np.argsort(pct_sizes, kind="stable")
-    psorted = np.asarray(pct_sizes)[order]
-    for grp in size_buckets(psorted, 2):
-        width, H = int(psorted[grp].max()), len(grp)
-        keep = (np.arange(width)[None] < psorted[grp][:, None]).astype(np.float32)
-        blocks.append(Block(label=np.zeros(H, np.int32), l1=np.full(H, l1, np.float32),
-                            l2=np.full(H, l2, np.float32),
-                            cols=np.asarray(bottom_random_cols)[:, :width].astype(np.int32),
-                            mask=np.broadcast_to(keep, (2, H, width)).copy()))
-        layout.append(("bottom_random", order[grp]))
-    return blocks, layout
+def _take_aligned(X: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take`` into a 64-byte aligned array (see :func:`~.data.aligned_empty`)."""
+    shape = list(X.shape)
+    shape[axis] = len(idx)
+    return np.take(X, idx, axis=axis, out=D.aligned_empty(tuple(shape), X.dtype), mode="clip")
 
 
 def _acc(pred: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
@@ -299,7 +291,7 @@ def _metrics(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: int = 0,
                 seeds: int = 1, delta: float = 0.01, search_stride: int = 100,
                 ablation_pcts=ABLATION_PCTS,
-                subset_buckets: int = 4, layerwise_only: bool = False,
+                band_cost: float = 3000.0, layerwise_only: bool = False,
                 per_neuron: bool = True, progress: Callable[[str], None] | None = None):
     """Run the whole protocol of METHOD.md for one task on one store.
 
@@ -307,8 +299,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     seeds) next to the oracle on all layers concatenated; (2) after the ranking, every
     minimal-subset candidate (the top-n prefixes, which include the top-k% ablations) and the
     random / bottom ablation retrains. Both are compiled ahead of time while the data loads.
-    ``subset_buckets`` bounds the padded groups the nested candidates are split into inside
-    call (2). ``layerwise_only`` stops after the layer-wise probes (results then hold task,
+    ``band_cost`` is the cost of one more band, in weights / num_classes, when the probes of a
+    call are cut into bands (:func:`~.elastic_net.interval_bands`). ``layerwise_only`` stops after the layer-wise probes (results then hold task,
     classes, majority_accuracy, split_sizes and layers). Every candidate is trained in the one
     call; the chosen subset is the one a search stopping at the first size that reaches the
     target would choose.
@@ -328,7 +320,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     dv_e, te_e = dv[ev], te[ev]
     y_e = y[ev]
     ntr, C, L, G = int(tr.sum()), td.num_classes, len(dims), len(cfg.lambdas)
-    ntot, dmax = sum(dims), max(dims)
+    ntot = sum(dims)
     l1s = np.asarray([a for a, _ in cfg.lambdas], np.float32)
     l2s = np.asarray([b for _, b in cfg.lambdas], np.float32)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
@@ -340,62 +332,60 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     bs = min(cfg.batch_size, ntr) if cfg.batch_size else ntr
     plan_sds = lambda S: (_sds((S, cfg.epochs * nb, bs), jnp.int32),
                           _sds((S, cfg.epochs * nb, bs)))
-    init_sds = lambda blocks, S: jax.tree.map(lambda a: _sds((S,) + a.shape),
-                                              jax.eval_shape(lambda: init_blocks(blocks, C)))
+    init_sds = lambda bands, S: jax.tree.map(lambda a: _sds((S,) + a.shape),
+                                             init_bands(bands, C))
 
-    # --- the blocks of both calls (shapes only depend on the store), compiled in background
-    offs = np.cumsum([0] + dims)
-    cols = np.zeros((L, dmax), np.int32)
-    lmask = np.zeros((L, 1, dmax), np.float32)
-    for k, d in enumerate(dims):
-        cols[k, :d] = offs[k] + np.arange(d)
-        lmask[k, 0, :d] = 1
-    # equal widths: layer k is the k-th run of dmax columns (no gather); else padded gathers
-    same = min(dims) == dmax
-    layer_block = Block(label=np.repeat(np.arange(2, dtype=np.int32), G), l1=np.tile(l1s, 2),
-                        l2=np.tile(l2s, 2), cols=None if same else cols,
-                        mask=None if same else lmask, width=dmax, sets=L)
-    oracle_block = Block(label=np.zeros(G, np.int32), l1=l1s, l2=l2s, start=0, width=ntot)
+    # --- the probes of both calls (their shapes only depend on the store), compiled in the
+    # background while the data loads. Call 1: every layer's task and control probes next to
+    # the oracle, which reads all layers: each layer is one band shared by its probes and the
+    # oracle's weights on it (different layer widths need no padding).
     if layerwise_only:
-        calls1 = [((layer_block,), seeds)]
+        specs1 = [(layer_probes(dims, l1s, l2s, oracle=False), seeds)]
     elif seeds == 1:
-        calls1 = [((layer_block, oracle_block), 1)]
+        specs1 = [(layer_probes(dims, l1s, l2s), 1)]
     else:
-        calls1 = [((layer_block,), seeds), ((oracle_block,), 1)]
+        specs1 = [(layer_probes(dims, l1s, l2s, oracle=False), seeds),
+                  (layer_probes(dims, l1s, l2s, layers=False), 1)]
+    calls1 = [(interval_bands(*sp, band_cost=band_cost), S) for sp, S in specs1]
     w = np.asarray(tr, np.float32)
     Y = np.stack([y, ctrl]).astype(np.int32)
     X_sds, Xe_sds = _sds((N, ntot)), _sds((len(ev), ntot))
-    futs1 = [_precompile_blocks((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
+    # every family's mini-batches: one plan per seed, shared by all probes of that seed
+    # (computed in the background, as the data loads)
+    plan = _POOL.submit(lambda: jax.tree.map(np.asarray, batch_plans(
+        keys, jnp.asarray(w), num_train=ntr, cfg=cfg)))
+    futs1 = [_precompile_bands((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
              for b, S in calls1]
     sizes = R.minimal_subset_sizes(ntot)
     pct_sizes = [max(1, int(round(p / 100.0 * ntot))) for p in ablation_pcts]
     # top-n prefixes to train: the candidates, and the top-k% retrains (normally among them)
     prefixes = np.union1d(sizes, pct_sizes)
+    # call 2 reads [X in ranking order | X in a random order, its first max(pct_sizes) columns]
+    next_ = ntot + max(pct_sizes)
     if not layerwise_only:
-        # phase 2 layout; the lambda values are placeholders here (only shapes matter)
-        blocks2 = _phase2_blocks(prefixes, pct_sizes, np.zeros((2, ntot), np.int64), ntot,
-                                 0.0, 0.0, subset_buckets)[0]
-        fut2 = _precompile_blocks((X_sds, Y, w, tuple(blocks2)) + plan_sds(1)
-                                  + (init_sds(tuple(blocks2), 1), Xe_sds),
-                                  bstat)
-    # every family's mini-batches: one plan per seed, shared by all probes of that seed
-    # (computed in the background, as the data loads)
-    plan = _POOL.submit(lambda: jax.tree.map(np.asarray, batch_plans(
-        keys, jnp.asarray(w), num_train=ntr, cfg=cfg)))
+        # the lambda values are placeholders here (only shapes matter)
+        spec2, bottom_ids, random_ids = subset_probes(prefixes, pct_sizes, ntot, 0.0, 0.0)
+        bands2 = interval_bands(*spec2, band_cost=band_cost)
+        # compiled after call 1's programs, which are needed first
+        fut2 = _precompile_bands((_sds((N, next_)), Y, w, bands2) + plan_sds(1)
+                                 + (init_sds(bands2, 1), _sds((len(ev), next_))), bstat,
+                                 after=futs1)
     # standardised once, all layers side by side; the layers are column ranges of it
     # (host-side indexing throughout: indexing a jax array would compile a gather)
+    # (64-byte aligned host arrays: device_put shares them on CPU instead of copying)
     Xall = D.load_concatenated(store, td)
-    Xall_j, Xe = jnp.asarray(Xall), Xall[ev]
+    Xall_j, Xe = jax.device_put(Xall), jax.device_put(_take_aligned(Xall, ev, axis=0))
     timings["load"] = time.perf_counter() - t0
 
     # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
     say("layer-wise probes")
     t = time.perf_counter()
     plan = plan.result()
-    outs = [_run_blocks((Xall_j, Y, w, b, plan[0][:S], plan[1][:S],
-                         _initial_params(b, C, cfg, seed, S), Xe), bstat, f)
-            for (b, S), f in zip(calls1, futs1)]
-    pred = np.asarray(outs[0][1][0])                                # [S, L, 2G, N_eval]
+    outs = [_run_bands((Xall_j, Y, w, b, plan[0][:S], plan[1][:S],
+                        _initial_params(b, C, cfg, seed, S), Xe), bstat, f)
+             for (b, S), f in zip(calls1, futs1)]
+    nl = L * 2 * G                                                  # layer probes
+    pred = np.asarray(outs[0][1])[:, :nl]                           # [S, L*2G, N_eval]
     pred = pred.reshape(seeds, L, 2, G, -1).transpose(2, 1, 3, 0, 4)  # [T, L, G, S, N_eval]
     labels = np.stack([y_e, ctrl[ev]])
     dev_acc = np.stack([_acc(pred[t_], labels[t_], dv_e) for t_ in range(2)])   # [T, L, G, S]
@@ -425,10 +415,13 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     # --- oracle: all layers concatenated, the lambda chosen on dev (trained in call 1)
     say("oracle probe")
     t = time.perf_counter()
-    Po, pred_o = (outs[0][0][1], outs[0][1][1]) if seeds == 1 else (outs[1][0][0], outs[1][1][0])
-    pred_o = np.asarray(pred_o)[0, 0]                                            # [G, N_eval]
+    (Po, pred_o), bands_o, first = (outs[0], calls1[0][0], nl) if seeds == 1 else \
+        (outs[1], calls1[1][0], 0)
+    pred_o = np.asarray(pred_o)[0, first:first + G]                           # [G, N_eval]
     g_o = int(_acc(pred_o, y_e, dv_e).argmax())
-    oracle_W, oracle_b = np.asarray(Po["W"])[0, 0, g_o], np.asarray(Po["b"])[0, 0, g_o]
+    Po = jax.tree.map(lambda a: np.asarray(a[0]), Po)
+    oracle_W = probe_weights(Po, bands_o, first + g_o, ntot)
+    oracle_b = Po["b"][first + g_o]
     oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te_e], y_e[te_e])
     oracle_dev = float(_acc(pred_o[g_o], y_e, dv_e))
     lam = cfg.lambdas[g_o]
@@ -453,34 +446,27 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     # also the top-k% retrains) and the random / bottom retrains, on the ordered columns
     say("ablation")
     t = time.perf_counter()
-    rank_of = np.empty(ntot, np.int64)
-    rank_of[ordering] = np.arange(ntot)
     # bottom k%: the last k% of the ranking; random k%: the first k% of one random permutation
-    # (nested, as the top k% are); both as column positions in ranking order
+    # (nested, as the top k% are), its columns appended after the ranked ones
     rand_perm = R.random_order(ntot, seed)
-    bottom_random = np.stack([np.arange(ntot)[::-1], rank_of[rand_perm]])
-    blocks2, layout = _phase2_blocks(prefixes, pct_sizes, bottom_random, ntot, lam[0], lam[1],
-                                     subset_buckets)
-    X_ord = np.take(Xall, ordering, axis=1)
-    out2 = _run_blocks((X_ord, Y, w, tuple(blocks2), plan[0][:1], plan[1][:1],
-                        _initial_params(tuple(blocks2), C, cfg, seed + 1, 1), X_ord[ev]),
-                       bstat, fut2)
-    del X_ord
-    preds2 = [np.asarray(p)[0] for p in out2[1]]                   # per block [M, H, N_eval]
+    spec2, bottom_ids, random_ids = subset_probes(prefixes, pct_sizes, ntot, lam[0], lam[1])
+    bands2 = interval_bands(*spec2, band_cost=band_cost)
+    X_ext = _take_aligned(Xall, np.concatenate([ordering, rand_perm[:next_ - ntot]]), axis=1)
+    Xe_ext = _take_aligned(X_ext, ev, axis=0)
+    out2 = _run_bands((jax.device_put(X_ext), Y, w, bands2, plan[0][:1], plan[1][:1],
+                       _initial_params(bands2, C, cfg, seed + 1, 1), jax.device_put(Xe_ext)),
+                      bstat, fut2)
+    del X_ext, Xe_ext
+    pred2 = np.asarray(out2[1])[0]                                 # [P2, N_eval]
     del out2
-    dev_p = np.full(len(prefixes), np.nan)
-    test_p = np.full(len(prefixes), np.nan)
-    retrain = {how: {} for how in SELECTIONS}
-    for (kind, ids), p in zip(layout, preds2):
-        if kind == "subset":
-            p = p.reshape(-1, p.shape[-1])                         # [H, N_eval]
-            dev_p[ids], test_p[ids] = _acc(p, y_e, dv_e), _acc(p, y_e, te_e)
-            continue
-        for how, acc_h in zip(("bottom", "random"), _acc(p, y_e, te_e)):    # [2, H]
-            for i, a in zip(ids, acc_h):
-                retrain[how][str(ablation_pcts[i])] = float(a)
-    for pct, n in zip(ablation_pcts, pct_sizes):
+    n1 = len(prefixes)
+    dev_p, test_p = _acc(pred2[:n1], y_e, dv_e), _acc(pred2[:n1], y_e, te_e)
+    test_2 = _acc(pred2, y_e, te_e)
+    retrain = {"top": {}, "bottom": {}, "random": {}}
+    for i, (pct, n) in enumerate(zip(ablation_pcts, pct_sizes)):
         retrain["top"][str(pct)] = float(test_p[int(np.searchsorted(prefixes, n))])
+        retrain["bottom"][str(pct)] = float(test_2[bottom_ids[i]])
+        retrain["random"][str(pct)] = float(test_2[random_ids[i]])
     at = np.searchsorted(prefixes, sizes)
     dev_c, test_c = dev_p[at], test_p[at]
     # zero-out: the trained oracle with all but the kept neurons' weights zeroed (the same
