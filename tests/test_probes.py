@@ -186,23 +186,12 @@ def _toy_problem(n, d, classes, tasks):
     return X, Y, w, int(w.sum())
 
 
-def test_band_engine_equals_one_probe_at_a_time():
-    # layers of different widths with two labels and two lambdas, an oracle on all of them,
-    # nested prefixes and suffixes (bands shared across probes, padded heads): one call ==
-    # fit_probe one probe at a time, from the same initial weights
+def _check_bands_equal_fit_probe(lo, hi, lab, l1, band_cost):
     N, C = 300, 3
     X, Y, w, ntr = _toy_problem(N, 20, C, 2)
     cfg = EN.ProbeConfig(epochs=3, batch_size=32, learning_rate=1e-2)
     key = jax.random.PRNGKey(1)
-    lo, hi, lab, l1, l2 = protocol.layer_probes([8, 6, 6], np.array([1e-3, 1e-2], np.float32),
-                                                np.array([1e-3, 1e-2], np.float32))
-    # prefixes [4, 4+n) and suffixes [20-n, 20) on top
-    lo = np.r_[lo, 4, 4, 4, 17, 10]
-    hi = np.r_[hi, 7, 11, 16, 20, 20]
-    lab = np.r_[lab, 0, 0, 0, 1, 1]
-    l1 = np.r_[l1, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3]
-    bands = EN.interval_bands(lo, hi, lab, l1, l1, band_cost=1.0)
-    assert len(bands.layout) > 3 and any(m is not None for m in bands.masks)
+    bands = EN.interval_bands(lo, hi, lab, l1, l1, band_cost=band_cost)
     assert np.array_equal(EN.probe_fan_in(bands), hi - lo)
     P0 = EN.init_bands(bands, C, init="uniform", rng=np.random.default_rng(0))
     P = jax.jit(lambda: EN.fit_bands(X, Y, w, bands, key, num_classes=C, num_train=ntr,
@@ -222,6 +211,23 @@ def test_band_engine_equals_one_probe_at_a_time():
         np.testing.assert_allclose(P["b"][p], ref["b"], atol=2e-6)
     classes = np.asarray(EN.predict_bands(X, bands, P))
     assert classes.shape == (len(lo), N)
+    return bands
+
+
+def test_band_engine_equals_one_probe_at_a_time():
+    # layers of different widths with two labels and two lambdas, an oracle on all of them,
+    # nested prefixes and suffixes (bands shared across probes, padded heads): one call ==
+    # fit_probe one probe at a time, from the same initial weights
+    lam = np.array([1e-3, 1e-2], np.float32)
+    lo, hi, lab, l1, _ = protocol.layer_probes([8, 6, 6], lam, lam)
+    bands = _check_bands_equal_fit_probe(
+        np.r_[lo, 4, 4, 4, 17, 10], np.r_[hi, 7, 11, 16, 20, 20], np.r_[lab, 0, 0, 0, 1, 1],
+        np.r_[l1, [1e-3] * 5], band_cost=1.0)
+    assert len(bands.layout) > 3 and any(m is not None for m in bands.masks)
+    # equal-width layers: one stacked band (the oracle summed over the stack)
+    lo, hi, lab, l1, _ = protocol.layer_probes([5, 5, 5, 5], lam, lam)
+    bands = _check_bands_equal_fit_probe(lo, hi, lab, l1, band_cost=1.0)
+    assert [S for _, _, S, _ in bands.layout] == [4]
 
 
 def test_interval_bands_pad_little_and_share_columns():
@@ -233,15 +239,17 @@ def test_interval_bands_pad_little_and_share_columns():
     assert np.array_equal(hi[bottom] - lo[bottom], pcts) and np.all(hi[bottom] == ntot)
     assert np.array_equal(hi[rand] - lo[rand], pcts) and np.all(lo[rand] == ntot)
     bands = EN.interval_bands(lo, hi, np.zeros(len(lo)), lo * 0, lo * 0)
-    trained = sum(w * sum(h1 - h0 for h0, h1, _ in runs) for _, w, runs in bands.layout)
+    trained = sum(w * S * max(h1 for _, h1, _, _ in runs) for _, w, S, runs in bands.layout)
     exact = int(np.sum(hi - lo))
     assert len(bands.layout) <= 16 and trained < 1.25 * exact
     # every band's probes are one run of consecutive indices: one pad-and-add per band
-    assert all(len(runs) == 1 for _, _, runs in bands.layout)
-    # layers: one band per layer, shared by its probes and the oracle
+    assert all(len(runs) == 1 for _, _, _, runs in bands.layout)
+    # layers: one band per layer, shared by its probes and the oracle; equal-width layers are
+    # one stacked band (layer k's probes 2k, 2k+1; the oracle, probe 6, sums over the stack)
     lb = EN.interval_bands(*protocol.layer_probes([768] * 3, np.ones(1), np.ones(1)))
-    assert [(s, w) for s, w, _ in lb.layout] == [(0, 768), (768, 768), (1536, 768)]
-    assert all(m is None for m in lb.masks)
+    assert lb.layout == ((0, 768, 3, ((0, 2, 0, 2), (2, 3, 6, 0))),) and lb.masks == (None,)
+    lb = EN.interval_bands(*protocol.layer_probes([768, 1024, 1024], np.ones(1), np.ones(1)))
+    assert [(s, w, S) for s, w, S, _ in lb.layout] == [(0, 768, 1), (768, 1024, 2)]
 
 
 def test_neurox_setting_also_finds_the_layer(planted):

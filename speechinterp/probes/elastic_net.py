@@ -195,13 +195,16 @@ class Bands:
     heads (the layer probes and the oracle, or nested subsets of one ordering).
 
     * ``label`` [P]: the row of Y each probe predicts; ``l1``, ``l2`` [P]: its penalties;
-    * ``masks``: per band, None or [H_b, width_b] (0 where a head's probe does not read the
-      column: the band is wider than that probe);
-    * ``layout`` (static): per band ``(start, width, runs)``, ``runs`` a tuple of
-      ``(head_lo, head_hi, probe_lo)``: heads ``head_lo..head_hi-1`` are probes
-      ``probe_lo..``.
+    * ``masks``: per band, None or [S_b, H_b, width_b] (0 where a head's probe does not read
+      the column: the band is wider than that probe);
+    * ``layout`` (static): per band ``(start, width, stack, runs)``: the band is ``stack``
+      equal-width column ranges side by side from ``start`` (equal-width layers: one batched
+      product instead of one per layer, which compiles faster), and ``runs`` is a tuple of
+      ``(head_lo, head_hi, probe_lo, stride)``: head h of range s is probe
+      ``probe_lo + s * stride + h - head_lo``; stride 0 sums the ranges into one probe (the
+      oracle's weights on each layer).
 
-    Parameters are ``{"W": (W_b [H_b, C, width_b], ...), "b": [P, C]}``.
+    Parameters are ``{"W": (W_b [S_b, H_b, C, width_b], ...), "b": [P, C]}``.
     """
 
     label: jax.Array
@@ -220,11 +223,36 @@ jax.tree_util.register_dataclass(Bands, data_fields=["label", "l1", "l2", "masks
 
 
 def _runs(heads: np.ndarray) -> tuple:
-    """Ascending probe indices of a band's heads -> (head_lo, head_hi, probe_lo) runs."""
+    """Ascending probe indices of a band's heads -> (head_lo, head_hi, probe_lo, 0) runs."""
     cuts = np.flatnonzero(np.diff(heads) != 1) + 1
     los = np.concatenate([[0], cuts])
     his = np.concatenate([cuts, [len(heads)]])
-    return tuple((int(a), int(b), int(heads[a])) for a, b in zip(los, his))
+    return tuple((int(a), int(b), int(heads[a]), 0) for a, b in zip(los, his))
+
+
+def _stack(layout: list, masks: list) -> tuple[list, list]:
+    """Merge runs of adjacent, unmasked, equal-width bands whose heads map alike (each run of
+    heads either the same probes in every band, or the next probes) into stacked bands."""
+    out_l, out_m = [], []
+    for (start, width, _, runs), m in zip(layout, masks):
+        if out_l and m is None and out_m[-1] is None:
+            s0, w0, S, runs0 = out_l[-1]
+            hp = _head_probes(runs, 1, _num_heads(runs))[0]
+            if w0 == width and s0 + S * w0 == start and len(hp) == _num_heads(runs0):
+                merged = []
+                for a, b, p0, st in runs0:
+                    steps = (st,) if S > 1 else (0, b - a)
+                    ok = [k for k in steps
+                          if np.array_equal(hp[a:b], p0 + S * k + np.arange(b - a))]
+                    if not ok:
+                        break
+                    merged.append((a, b, p0, ok[0]))
+                else:
+                    out_l[-1] = (s0, w0, S + 1, tuple(merged))
+                    continue
+        out_l.append((start, width, 1, runs))
+        out_m.append(m)
+    return out_l, out_m
 
 
 def interval_bands(lo, hi, label, l1, l2, band_cost: float = 3000.0) -> Bands:
@@ -259,20 +287,22 @@ def interval_bands(lo, hi, label, l1, l2, band_cost: float = 3000.0) -> Bands:
         if len(hs):
             cols = np.arange(a, b)
             m = ((cols[None] >= lo[hs, None]) & (cols[None] < hi[hs, None])).astype(np.float32)
-            masks.append(None if m.all() else m)
-            layout.append((a, b - a, _runs(hs)))
+            masks.append(None if m.all() else m[None])
+            layout.append((a, b - a, 1, _runs(hs)))
         j = i
+    layout, masks = _stack(layout[::-1], masks[::-1])
     return Bands(label=np.asarray(label, np.int32), l1=np.asarray(l1, np.float32),
-                 l2=np.asarray(l2, np.float32), masks=tuple(masks[::-1]),
-                 layout=tuple(layout[::-1]))
+                 l2=np.asarray(l2, np.float32), masks=tuple(masks), layout=tuple(layout))
 
 
 def _to_probes(per_head, runs, num_probes: int):
-    """Per-head values [H, ...] -> per-probe sums [P, ...] (static runs: pads and adds)."""
+    """Per-head values [S, H, ...] -> per-probe sums [P, ...] (static runs: pads and adds)."""
     out = 0
-    for h0, h1, p0 in runs:
-        pad = [(p0, num_probes - p0 - (h1 - h0))] + [(0, 0)] * (per_head.ndim - 1)
-        out = out + jnp.pad(per_head[h0:h1], pad)
+    for h0, h1, p0, stride in runs:
+        seg = per_head[:, h0:h1]
+        seg = seg.sum(0) if stride == 0 else seg.reshape((-1,) + seg.shape[2:])
+        pad = [(p0, num_probes - p0 - seg.shape[0])] + [(0, 0)] * (seg.ndim - 1)
+        out = out + jnp.pad(seg, pad)
     return out
 
 
@@ -284,8 +314,12 @@ def band_logits(params, X, bands: Bands):
     the weights; the batch of X is transposed instead)."""
     P = bands.num_probes
     out = params["b"][:, :, None]
-    for W, (start, width, runs) in zip(params["W"], bands.layout):
-        part = jnp.einsum("hcj,nj->hcn", W, jax.lax.slice_in_dim(X, start, start + width, axis=1))
+    for W, (start, width, S, runs) in zip(params["W"], bands.layout):
+        Xs = jax.lax.slice_in_dim(X, start, start + S * width, axis=1)
+        if S == 1:
+            part = jnp.einsum("hcj,nj->hcn", W[0], Xs)[None]
+        else:
+            part = jnp.einsum("shcj,nsj->shcn", W, Xs.reshape(X.shape[0], S, width))
         out = out + _to_probes(part, runs, P)
     return out
 
@@ -298,9 +332,9 @@ def _bands_loss(params, bands: Bands, Xb, Yb, wb, squared_l2: bool):
     ce = jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * onehot, axis=1)   # [P, B]
     ce = ce @ wb / jnp.maximum(jnp.sum(wb), 1.0)
     sq, ab = 0.0, 0.0
-    for W, (_, _, runs) in zip(params["W"], bands.layout):
-        sq = sq + _to_probes(jnp.sum(W * W, axis=(1, 2)), runs, P)
-        ab = ab + _to_probes(_l1_norm(W, axis=(1, 2)), runs, P)
+    for W, (_, _, _, runs) in zip(params["W"], bands.layout):
+        sq = sq + _to_probes(jnp.sum(W * W, axis=(2, 3)), runs, P)
+        ab = ab + _to_probes(_l1_norm(W, axis=(2, 3)), runs, P)
     l2_term = sq if squared_l2 else jnp.sqrt(sq + 1e-12)
     return jnp.sum(ce + bands.l1 * ab + bands.l2 * l2_term)
 
@@ -308,12 +342,16 @@ def _bands_loss(params, bands: Bands, Xb, Yb, wb, squared_l2: bool):
 def probe_fan_in(bands: Bands) -> np.ndarray:
     """Columns each probe reads [P] (host)."""
     fan = np.zeros(bands.num_probes)
-    for m, (_, width, runs) in zip(bands.masks, bands.layout):
-        per_head = np.full(sum(h1 - h0 for h0, h1, _ in runs), float(width)) if m is None \
-            else np.asarray(m).sum(-1)
-        for h0, h1, p0 in runs:
-            fan[p0:p0 + h1 - h0] += per_head[h0:h1]
+    for m, (_, width, S, runs) in zip(bands.masks, bands.layout):
+        H = _num_heads(runs)
+        per_head = np.full((S, H), float(width)) if m is None else np.asarray(m).sum(-1)
+        fan += np.bincount(_head_probes(runs, S, H).ravel(), per_head.ravel(),
+                           minlength=bands.num_probes)
     return fan
+
+
+def _num_heads(runs) -> int:
+    return max(h1 for _, h1, _, _ in runs)
 
 
 def init_bands(bands: Bands, num_classes: int, dtype=np.float32, *, init: str = "zeros",
@@ -324,27 +362,34 @@ def init_bands(bands: Bands, num_classes: int, dtype=np.float32, *, init: str = 
     if init not in ("zeros", "uniform"):
         raise ValueError(f"unknown init {init!r}; use zeros or uniform")
     P, C = bands.num_probes, num_classes
-    shapes = [(sum(h1 - h0 for h0, h1, _ in runs), C, width)
-              for _, width, runs in bands.layout]
+    shapes = [(S, _num_heads(runs), C, width) for _, width, S, runs in bands.layout]
     if init == "zeros":
         return {"W": tuple(np.zeros(s, dtype) for s in shapes), "b": np.zeros((P, C), dtype)}
     bound = 1.0 / np.sqrt(np.maximum(probe_fan_in(bands), 1.0))
     Ws = []
-    for s, m, (_, _, runs) in zip(shapes, bands.masks, bands.layout):
-        hb = np.concatenate([bound[p0:p0 + h1 - h0] for h0, h1, p0 in runs])
-        W = rng.uniform(-1.0, 1.0, s) * hb[:, None, None]
-        Ws.append((W if m is None else W * np.asarray(m)[:, None, :]).astype(dtype))
+    for s, m, (_, _, _, runs) in zip(shapes, bands.masks, bands.layout):
+        hb = _head_probes(runs, s[0], s[1])                           # [S, H] probe indices
+        W = rng.uniform(-1.0, 1.0, s) * bound[hb][:, :, None, None]
+        Ws.append((W if m is None else W * np.asarray(m)[:, :, None, :]).astype(dtype))
     return {"W": tuple(Ws), "b": (rng.uniform(-1.0, 1.0, (P, C)) * bound[:, None]).astype(dtype)}
+
+
+def _head_probes(runs, S: int, H: int) -> np.ndarray:
+    """The probe of every head [S, H] of a band."""
+    out = np.full((S, H), -1, np.int64)
+    for h0, h1, p0, stride in runs:
+        out[:, h0:h1] = p0 + stride * np.arange(S)[:, None] + np.arange(h1 - h0)[None]
+    return out
 
 
 def probe_weights(params, bands: Bands, probe: int, num_features: int) -> np.ndarray:
     """Probe ``probe``'s weights as one [K, C] matrix on X's columns (host)."""
     C = np.shape(params["b"])[1]
     out = np.zeros((num_features, C), np.float32)
-    for W, (start, width, runs) in zip(params["W"], bands.layout):
-        for h0, h1, p0 in runs:
-            if p0 <= probe < p0 + h1 - h0:
-                out[start:start + width] += np.asarray(W[h0 + probe - p0]).T
+    for W, (start, width, S, runs) in zip(params["W"], bands.layout):
+        hp = _head_probes(runs, S, _num_heads(runs))
+        for s, h in zip(*np.nonzero(hp == probe)):
+            out[start + s * width:start + (s + 1) * width] += np.asarray(W[s, h]).T
     return out
 
 
@@ -378,7 +423,7 @@ def fit_bands_planned(X, Y, w, bands: Bands, idx, valid, params0, *, num_classes
     opt = _optimizer(cfg, steps_per_epoch)
     # masked weights start at 0 and get no gradient (the penalties' gradients vanish at 0),
     # so they stay 0 and the forward pass needs no mask
-    gmask = tuple(None if m is None else m[:, None, :] for m in bands.masks)
+    gmask = tuple(None if m is None else m[:, :, None, :] for m in bands.masks)
 
     def step(carry, inputs):
         params, state = carry
