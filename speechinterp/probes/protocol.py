@@ -124,7 +124,10 @@ def _fit_layers(X, y, w, mask, l1, l2, keys, *, num_classes, num_train, cfg):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
 def fit_neurons(X, y, w, l1, l2, key, *, num_classes, num_train, cfg):
-    """One univariate probe per column of X [N, D] -> params with leading axis [D]."""
+    """One univariate probe per column of X [N, D] -> params with leading axis [D]; ``key``
+    a PRNG key, or an int seed (the first key of :func:`seed_keys`)."""
+    if not jnp.issubdtype(jnp.asarray(key).dtype, jnp.unsignedinteger):
+        key = seed_keys(key, 1)[0]
     fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
     one = jnp.ones((1,), X.dtype)
     return jax.vmap(lambda x: fit(x[:, None], y, w, one, l1, l2, key))(X.T)
@@ -225,10 +228,18 @@ def _initial_params(bands, num_classes: int, cfg: ProbeConfig, seed: int, seeds:
     return jax.tree.map(lambda *a: np.stack(a), *per_seed)
 
 
-@functools.partial(jax.jit, static_argnames=("num_train", "cfg"))
-def batch_plans(keys, w, *, num_train, cfg):
-    """:func:`~.elastic_net.batch_plan` for each key [S]: idx, valid [S, steps, batch]."""
-    return jax.vmap(lambda k: batch_plan(k, w, num_train=num_train, cfg=cfg)[:2])(keys)
+def seed_keys(seed, seeds: int):
+    """The batch-plan key of each of ``seeds`` seeds (traced inside the jitted callers, so
+    that nothing is compiled for them alone)."""
+    return jax.random.split(jax.random.PRNGKey(seed), seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("seeds", "num_train", "cfg"))
+def batch_plans(seed, w, *, seeds, num_train, cfg):
+    """:func:`~.elastic_net.batch_plan` for each seed's key (:func:`seed_keys`): idx, valid
+    [S, steps, batch]."""
+    return jax.vmap(lambda k: batch_plan(k, w, num_train=num_train, cfg=cfg)[:2])(
+        seed_keys(seed, seeds))
 
 
 def _steps_per_epoch(num_train: int, cfg: ProbeConfig) -> int:
@@ -323,7 +334,6 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     ntot = sum(dims)
     l1s = np.asarray([a for a, _ in cfg.lambdas], np.float32)
     l2s = np.asarray([b for _, b in cfg.lambdas], np.float32)
-    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     statics = dict(num_classes=C, num_train=ntr, cfg=cfg)
     nb = _steps_per_epoch(ntr, cfg)
     bstat = dict(num_classes=C, steps_per_epoch=nb, cfg=cfg)
@@ -353,7 +363,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     # every family's mini-batches: one plan per seed, shared by all probes of that seed
     # (computed in the background, as the data loads)
     plan = _POOL.submit(lambda: jax.tree.map(np.asarray, batch_plans(
-        keys, jnp.asarray(w), num_train=ntr, cfg=cfg)))
+        seed, w, seeds=seeds, num_train=ntr, cfg=cfg)))
     futs1 = [_precompile_bands((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
              for b, S in calls1]
     sizes = R.minimal_subset_sizes(ntot)
@@ -419,7 +429,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         (outs[1], calls1[1][0], 0)
     pred_o = np.asarray(pred_o)[0, first:first + G]                           # [G, N_eval]
     g_o = int(_acc(pred_o, y_e, dv_e).argmax())
-    Po = jax.tree.map(lambda a: np.asarray(a[0]), Po)
+    Po = jax.tree.map(lambda a: np.asarray(a)[0], Po)   # host indexing: nothing to compile
     oracle_W = probe_weights(Po, bands_o, first + g_o, ntot)
     oracle_b = Po["b"][first + g_o]
     oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te_e], y_e[te_e])
@@ -435,8 +445,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     index = D.neuron_index(dims)
     neuron_dev_acc = None
     if per_neuron:
-        Pn = fit_neurons(Xall_j, jnp.asarray(y), jnp.asarray(w), jnp.float32(lam[0]),
-                         jnp.float32(lam[1]), keys[0], **statics)
+        Pn = fit_neurons(Xall_j, y, w, np.float32(lam[0]), np.float32(lam[1]), seed,
+                         **statics)
         pn = np.asarray(predict_neurons(Pn["W"], Pn["b"], Xall_j))              # [D, N]
         neuron_dev_acc = _acc(pn, y, dv)
         del Pn, pn
