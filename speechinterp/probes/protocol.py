@@ -258,10 +258,9 @@ def _run_bands(args, statics, compiled=None):
     return fit_eval_bands(*args, **statics)
 
 
-def _precompile_bands(args, statics, after=()):
-    """Compile :func:`fit_eval_bands` for these arguments' shapes in the background, once the
-    compilations ``after`` are done (kept for later runs with the same shapes: other tasks of
-    the same store)."""
+def _precompile_bands(args, statics):
+    """Compile :func:`fit_eval_bands` for these arguments' shapes in the background (kept
+    for later runs with the same shapes: other tasks of the same store)."""
     if len(jax.local_devices()) > 1:
         return None
     sds = _sds_tree(args)
@@ -271,20 +270,23 @@ def _precompile_bands(args, statics, after=()):
     if key not in _AOT:
         if len(_AOT) > 64:   # bound the executables kept alive across many tasks
             _AOT.clear()
-        def compile_():
-            for f in after:
-                if f is not None:
-                    f.result()
-            return fit_eval_bands.lower(*sds, **statics).compile()
-        _AOT[key] = _POOL.submit(compile_)
+        _AOT[key] = _POOL.submit(lambda: fit_eval_bands.lower(*sds, **statics).compile())
     return _AOT[key]
 
 
-def _take_aligned(X: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
-    """``np.take`` into a 64-byte aligned array (see :func:`~.data.aligned_empty`)."""
+def _take_aligned(X: np.ndarray, idx: np.ndarray, axis: int, threads: int = 2) -> np.ndarray:
+    """``np.take`` into a 64-byte aligned array (see :func:`~.data.aligned_empty`), rows
+    split over ``threads`` threads (numpy releases the GIL while it copies)."""
     shape = list(X.shape)
     shape[axis] = len(idx)
-    return np.take(X, idx, axis=axis, out=D.aligned_empty(tuple(shape), X.dtype), mode="clip")
+    out = D.aligned_empty(tuple(shape), X.dtype)
+    if axis == 0 or threads < 2:
+        return np.take(X, idx, axis=axis, out=out, mode="clip")
+    parts = np.array_split(np.arange(X.shape[0]), threads)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda r: np.take(X[r[0]:r[-1] + 1], idx, axis=1,
+                                        out=out[r[0]:r[-1] + 1], mode="clip"), parts))
+    return out
 
 
 def _acc(pred: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
@@ -311,8 +313,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     minimal-subset candidate (the top-n prefixes, which include the top-k% ablations) and the
     random / bottom ablation retrains. Both are compiled ahead of time while the data loads.
     ``band_cost`` is the cost of one more band, in weights / num_classes, when the probes of a
-    call are cut into bands (:func:`~.elastic_net.interval_bands`). ``layerwise_only`` stops after the layer-wise probes (results then hold task,
-    classes, majority_accuracy, split_sizes and layers). Every candidate is trained in the one
+    call are cut into bands (:func:`~.elastic_net.interval_bands`). ``layerwise_only`` stops
+    after the layer-wise probes (results then hold task, classes, majority_accuracy,
+    split_sizes and layers). Every candidate is trained in the one
     call; the chosen subset is the one a search stopping at the first size that reaches the
     target would choose.
     """
@@ -376,10 +379,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         # the lambda values are placeholders here (only shapes matter)
         spec2, bottom_ids, random_ids = subset_probes(prefixes, pct_sizes, ntot, 0.0, 0.0)
         bands2 = interval_bands(*spec2, band_cost=band_cost)
-        # compiled after call 1's programs, which are needed first
         fut2 = _precompile_bands((_sds((N, next_)), Y, w, bands2) + plan_sds(1)
-                                 + (init_sds(bands2, 1), _sds((len(ev), next_))), bstat,
-                                 after=futs1)
+                                 + (init_sds(bands2, 1), _sds((len(ev), next_))), bstat)
     # standardised once, all layers side by side; the layers are column ranges of it
     # (host-side indexing throughout: indexing a jax array would compile a gather)
     # (64-byte aligned host arrays: device_put shares them on CPU instead of copying)
