@@ -309,7 +309,7 @@ def _to_probes(per_head, runs, num_probes: int):
 def band_logits(params, X, bands: Bands):
     """Logits [P, C, N] of every probe on X [N, K].
 
-    Weights are held as [H, C, width] and X's rows as columns of the product, so the forward
+    Weights are held as [S, H, C, width] and X's rows as columns of the product, so the forward
     and the gradient products read and write the weights in place (no per-step transposes of
     the weights; the batch of X is transposed instead)."""
     P = bands.num_probes

@@ -28,6 +28,7 @@ timings).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
@@ -376,7 +377,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     # call 2 reads [X in ranking order | X in a random order, its first max(pct_sizes) columns]
     next_ = ntot + max(pct_sizes)
     if not layerwise_only:
-        # the lambda values are placeholders here (only shapes matter)
+        # the lambdas are set once the oracle's is chosen (they are data: shapes are final)
         spec2, bottom_ids, random_ids = subset_probes(prefixes, pct_sizes, ntot, 0.0, 0.0)
         bands2 = interval_bands(*spec2, band_cost=band_cost)
         fut2 = _precompile_bands((_sds((N, next_)), Y, w, bands2) + plan_sds(1)
@@ -460,8 +461,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     # bottom k%: the last k% of the ranking; random k%: the first k% of one random permutation
     # (nested, as the top k% are), its columns appended after the ranked ones
     rand_perm = R.random_order(ntot, seed)
-    spec2, bottom_ids, random_ids = subset_probes(prefixes, pct_sizes, ntot, lam[0], lam[1])
-    bands2 = interval_bands(*spec2, band_cost=band_cost)
+    P2 = bands2.num_probes
+    bands2 = dataclasses.replace(bands2, l1=np.full(P2, lam[0], np.float32),
+                                 l2=np.full(P2, lam[1], np.float32))
     X_ext = _take_aligned(Xall, np.concatenate([ordering, rand_perm[:next_ - ntot]]), axis=1)
     Xe_ext = _take_aligned(X_ext, ev, axis=0)
     out2 = _run_bands((jax.device_put(X_ext), Y, w, bands2, plan[0][:1], plan[1][:1],
