@@ -41,7 +41,8 @@ flags.DEFINE_integer("classes", 10, "Classes of the probed property.")
 flags.DEFINE_integer("threads", 2, "CPU threads for every method.")
 flags.DEFINE_list("methods", ["speechinterp", "neurox", "sklearn"], "Methods to run.")
 flags.DEFINE_integer("sklearn_max_iter", 100, "saga iterations per scikit-learn fit.")
-flags.DEFINE_string("store", None, "Reuse this store instead of building one.")
+flags.DEFINE_string("store", None, "Store to reuse across runs (built there first when absent); "
+                    "default: a fresh store in a temporary folder.")
 flags.DEFINE_enum("subsets", "all", ["all", "early_stop"],
                   "Minimal-subset search of the one-probe-at-a-time peers: train every candidate "
                   "size (the protocol), or stop at the first size that reaches the target (a "
@@ -185,7 +186,7 @@ def main(argv):
         return
     from experiments.benchmarking import thread_env
     path = FLAGS.store or os.path.join(tempfile.mkdtemp(), "store")
-    if not FLAGS.store:
+    if not os.path.exists(os.path.join(path, "meta.json")):
         build_store(path)
     print(f"store: {FLAGS.utterances} utterances x {FLAGS.layers} layers x {FLAGS.dim} neurons, "
           f"{FLAGS.classes} classes, {FLAGS.threads} threads", flush=True)
