@@ -329,9 +329,17 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     td = D.prepare_task(store, task, seed)
     dims = list(store.dims)
     names = store.layer_names
-    y, split = td.y, td.split
+    # rows: the training rows first, then the rows the probes are evaluated on (dev, test),
+    # each in store order, so that the evaluation rows of X are a view of it. The mini-batches
+    # of both training calls are drawn on the store order and mapped to the new rows (the
+    # per-neuron probes, with shuffle, draw theirs on the new order).
+    train0 = td.split == D.TRAIN
+    order = np.argsort(~train0, kind="stable")
+    new_row = np.empty(len(order), np.int32)
+    new_row[order] = np.arange(len(order))
+    y, split = td.y[order], td.split[order]
     tr, dv, te = split == D.TRAIN, split == D.DEV, split == D.TEST
-    ev = np.flatnonzero(dv | te)                  # rows the probes are evaluated on
+    ev = np.flatnonzero(~tr)                      # rows the probes are evaluated on
     dv_e, te_e = dv[ev], te[ev]
     y_e = y[ev]
     ntr, C, L, G = int(tr.sum()), td.num_classes, len(dims), len(cfg.lambdas)
@@ -341,7 +349,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     statics = dict(num_classes=C, num_train=ntr, cfg=cfg)
     nb = _steps_per_epoch(ntr, cfg)
     bstat = dict(num_classes=C, steps_per_epoch=nb, cfg=cfg)
-    ctrl = D.control_labels(td, seed)
+    ctrl = D.control_labels(td, seed)[order]
     N = len(y)
     bs = min(cfg.batch_size, ntr) if cfg.batch_size else ntr
     plan_sds = lambda S: (_sds((S, cfg.epochs * nb, bs), jnp.int32),
@@ -366,8 +374,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     X_sds, Xe_sds = _sds((N, ntot)), _sds((len(ev), ntot))
     # every family's mini-batches: one plan per seed, shared by all probes of that seed
     # (computed in the background, as the data loads)
-    plan = _POOL.submit(lambda: jax.tree.map(np.asarray, batch_plans(
-        seed, w, seeds=seeds, num_train=ntr, cfg=cfg)))
+    plan = _POOL.submit(lambda: (lambda idx, valid: (new_row[idx], valid))(
+        *jax.tree.map(np.asarray, batch_plans(seed, np.asarray(train0, np.float32), seeds=seeds,
+                                              num_train=ntr, cfg=cfg))))
     futs1 = [_precompile_bands((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
              for b, S in calls1]
     sizes = R.minimal_subset_sizes(ntot)
@@ -384,9 +393,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                                  + (init_sds(bands2, 1), _sds((len(ev), next_))), bstat)
     # standardised once, all layers side by side; the layers are column ranges of it
     # (host-side indexing throughout: indexing a jax array would compile a gather)
-    # (64-byte aligned host arrays: device_put shares them on CPU instead of copying)
-    Xall = D.load_concatenated(store, td)
-    Xall_j, Xe = jax.device_put(Xall), jax.device_put(_take_aligned(Xall, ev, axis=0))
+    # (page-aligned host arrays: device_put shares them on CPU instead of copying)
+    Xall = D.load_concatenated(store, td, order)
+    Xall_j, Xe = jax.device_put(Xall), jax.device_put(Xall[ntr:])
     timings["load"] = time.perf_counter() - t0
 
     # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
@@ -465,7 +474,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     bands2 = dataclasses.replace(bands2, l1=np.full(P2, lam[0], np.float32),
                                  l2=np.full(P2, lam[1], np.float32))
     X_ext = _take_aligned(Xall, np.concatenate([ordering, rand_perm[:next_ - ntot]]), axis=1)
-    Xe_ext = _take_aligned(X_ext, ev, axis=0)
+    Xe_ext = X_ext[ntr:]
     out2 = _run_bands((jax.device_put(X_ext), Y, w, bands2, plan[0][:1], plan[1][:1],
                        _initial_params(bands2, C, cfg, seed + 1, 1), jax.device_put(Xe_ext)),
                       bstat, fut2)
