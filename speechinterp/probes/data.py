@@ -185,10 +185,9 @@ def load_concatenated(store: Store, data: TaskData, order: np.ndarray | None = N
     """Every layer standardised (train statistics) side by side: float32 [N_task, sum D_k],
     written layer by layer into one page-aligned array (no per-layer copies kept). Row ``i``
     is task row ``order[i]`` when ``order`` is given (a permutation of the task rows)."""
-    train = data.split == TRAIN
-    rows = data.rows if order is None else data.rows[order]
+    rows, train = data.rows, data.split == TRAIN
     if order is not None:
-        train = train[order]
+        rows, train = rows[order], train[order]
     out = aligned_empty((len(rows), sum(store.dims)))
     o = 0
     every = np.array_equal(rows, np.arange(len(store)))

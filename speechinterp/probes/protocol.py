@@ -275,14 +275,12 @@ def _precompile_bands(args, statics):
     return _AOT[key]
 
 
-def _take_aligned(X: np.ndarray, idx: np.ndarray, axis: int, threads: int = 2) -> np.ndarray:
-    """``np.take`` into a 64-byte aligned array (see :func:`~.data.aligned_empty`), rows
+def _take_columns(X: np.ndarray, idx: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Columns ``idx`` of X into a page-aligned array (see :func:`~.data.aligned_empty`), rows
     split over ``threads`` threads (numpy releases the GIL while it copies)."""
-    shape = list(X.shape)
-    shape[axis] = len(idx)
-    out = D.aligned_empty(tuple(shape), X.dtype)
-    if axis == 0 or threads < 2:
-        return np.take(X, idx, axis=axis, out=out, mode="clip")
+    out = D.aligned_empty((X.shape[0], len(idx)), X.dtype)
+    if threads < 2:
+        return np.take(X, idx, axis=1, out=out, mode="clip")
     parts = np.array_split(np.arange(X.shape[0]), threads)
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda r: np.take(X[r[0]:r[-1] + 1], idx, axis=1,
@@ -374,9 +372,12 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     X_sds, Xe_sds = _sds((N, ntot)), _sds((len(ev), ntot))
     # every family's mini-batches: one plan per seed, shared by all probes of that seed
     # (computed in the background, as the data loads)
-    plan = _POOL.submit(lambda: (lambda idx, valid: (new_row[idx], valid))(
-        *jax.tree.map(np.asarray, batch_plans(seed, np.asarray(train0, np.float32), seeds=seeds,
-                                              num_train=ntr, cfg=cfg))))
+    def store_order_plans():
+        idx, valid = jax.tree.map(np.asarray, batch_plans(
+            seed, train0.astype(np.float32), seeds=seeds, num_train=ntr, cfg=cfg))
+        return new_row[idx], valid
+
+    plan = _POOL.submit(store_order_plans)
     futs1 = [_precompile_bands((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
              for b, S in calls1]
     sizes = R.minimal_subset_sizes(ntot)
@@ -473,7 +474,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     P2 = bands2.num_probes
     bands2 = dataclasses.replace(bands2, l1=np.full(P2, lam[0], np.float32),
                                  l2=np.full(P2, lam[1], np.float32))
-    X_ext = _take_aligned(Xall, np.concatenate([ordering, rand_perm[:next_ - ntot]]), axis=1)
+    X_ext = _take_columns(Xall, np.concatenate([ordering, rand_perm[:next_ - ntot]]))
     Xe_ext = X_ext[ntr:]
     out2 = _run_bands((jax.device_put(X_ext), Y, w, bands2, plan[0][:1], plan[1][:1],
                        _initial_params(bands2, C, cfg, seed + 1, 1), jax.device_put(Xe_ext)),
