@@ -28,6 +28,77 @@ def group_accuracy(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
     return {**acc, "all": float(np.mean(pred == y)), "gap": max(vals) - min(vals)}
 
 
+def group_counts(groups: np.ndarray, speakers: np.ndarray | None) -> dict:
+    """``{group: {"utterances": n, "speakers": k or None}}``."""
+    return {str(g): {"utterances": int(np.sum(groups == g)),
+                     "speakers": (int(len(np.unique(speakers[groups == g])))
+                                  if speakers is not None else None)}
+            for g in np.unique(groups)}
+
+
+def _bootstrap_means(values, clusters, resamples: int, seed: int) -> np.ndarray:
+    """[R, P] means of ``values`` [P, N] over ``resamples`` draws of the clusters (speakers),
+    each with all its utterances (clusters None: utterances). One matrix product, no loop."""
+    values = np.atleast_2d(np.asarray(values, np.float64))
+    ids = (np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
+           if clusters is not None else np.arange(values.shape[1]))
+    c = int(ids.max()) + 1
+    sums = np.stack([np.bincount(ids, v, c) for v in values], 1)          # [C, P]
+    n = np.bincount(ids, minlength=c).astype(np.float64)                  # [C]
+    w = np.random.default_rng(seed).multinomial(c, np.full(c, 1 / c), size=resamples)
+    return (w @ sums) / (w @ n)[:, None]
+
+
+def _ci(draws, level=0.95) -> list:
+    a = (1 - level) / 2
+    return [float(np.quantile(draws, a)), float(np.quantile(draws, 1 - a))]
+
+
+def _ci95(values, clusters, resamples, seed) -> np.ndarray:
+    """[P, 2] clustered-bootstrap intervals of the means of ``values`` [P, N]."""
+    try:
+        from speechinterp.bootstrap import cluster_bootstrap_ci
+    except ImportError:
+        cluster_bootstrap_ci = None
+    if cluster_bootstrap_ci is not None:
+        return np.asarray(cluster_bootstrap_ci(np.asarray(values, np.float64), clusters,
+                                               resamples=resamples, seed=seed)).reshape(-1, 2)
+    d = _bootstrap_means(values, clusters, resamples, seed)
+    return np.stack([np.quantile(d, 0.025, 0), np.quantile(d, 0.975, 0)], 1)
+
+
+def bias_intervals(correct: dict, groups: np.ndarray, clusters: np.ndarray | None,
+                   resamples: int = 1000, seed: int = 0) -> dict:
+    """95% intervals of a bias measurement from per-utterance correctness.
+
+    ``correct`` maps ``"accuracy"``, ``"masked"`` and ``"random_masked"`` to bool [N]. Speakers
+    (``clusters``) are resampled with their utterances, within each group (a speaker belongs to
+    one group), so the group intervals are independent and the gap's interval is the spread of
+    the best-minus-worst group difference (best and worst by the point estimates).
+    """
+    keys = ("accuracy", "masked", "random_masked")
+    C = np.stack([np.asarray(correct[k], np.float64) for k in keys])               # [3, N]
+    V = np.concatenate([C, C[:1] - C[1:2]])                                        # + drop
+    names = keys + ("masked_drop",)
+    out = {f"{k}_ci95": {} for k in names}
+    draws = {}
+    for i, g in enumerate(np.unique(groups)):
+        m = groups == g
+        cl = clusters[m] if clusters is not None else None
+        ci = _ci95(V[:, m], cl, resamples, seed + i)
+        for k, c in zip(names, ci):
+            out[f"{k}_ci95"][str(g)] = [float(c[0]), float(c[1])]
+        draws[str(g)] = _bootstrap_means(V[:, m], cl, resamples, seed + i)        # [R, 4]
+    for k, c in zip(names, _ci95(V, clusters, resamples, seed)):
+        out[f"{k}_ci95"]["all"] = [float(c[0]), float(c[1])]
+    point = {g: V[:, groups == g].mean(1) for g in draws}
+    for j, key in ((0, "gap_ci95"), (3, "masked_drop_gap_ci95")):
+        order = sorted(point, key=lambda g: point[g][j])
+        lo, hi = order[0], order[-1]
+        out[key] = _ci(draws[hi][:, j] - draws[lo][:, j])
+    return out
+
+
 def predict_classes(encoder, waves, masks=None, batch_size: int = 16) -> np.ndarray:
     out = []
     for i in range(0, len(waves), batch_size):
@@ -36,11 +107,28 @@ def predict_classes(encoder, waves, masks=None, batch_size: int = 16) -> np.ndar
     return np.concatenate(out)
 
 
+def bias_from_predictions(preds: dict, y, g, speakers=None, resamples: int = 1000,
+                          seed: int = 0) -> dict:
+    """Group accuracies, drops, counts and intervals from the three prediction vectors
+    (``accuracy``: unmasked, ``masked``, ``random_masked``)."""
+    acc = {k: group_accuracy(p, y, g) for k, p in preds.items()}
+    drop = {k: acc["accuracy"][k] - acc["masked"][k] for k in acc["accuracy"] if k != "gap"}
+    groups_only = [v for k, v in drop.items() if k != "all"]
+    drop["gap"] = max(groups_only) - min(groups_only)
+    return {**acc, "masked_drop": drop, "counts": group_counts(g, speakers),
+            "clustered_by": "speaker" if speakers is not None else "utterance",
+            "resamples": resamples,
+            **bias_intervals({k: p == y for k, p in preds.items()}, g, speakers, resamples,
+                             seed)}
+
+
 def masking_bias(encoder, store, rows_mask, task: str, protected: str, ranking,
-                 fraction: float, audio_root: str, seed: int = 0) -> dict:
+                 fraction: float, audio_root: str, seed: int = 0,
+                 resamples: int = 1000) -> dict:
     """Per-group accuracy of ``encoder`` on its own ``task`` for the store rows in
     ``rows_mask``: unmasked, with the top ``fraction`` of ``protected``-salient neurons masked
-    inside the encoder, and with as many random neurons masked."""
+    inside the encoder, and with as many random neurons masked; with counts per group and 95%
+    intervals clustered by speaker where the store has a speaker column."""
     from speechinterp.audio import load_audio
 
     classes = list(encoder.config.classes)
@@ -52,19 +140,19 @@ def masking_bias(encoder, store, rows_mask, task: str, protected: str, ranking,
     waves = [load_audio(p, encoder.sample_rate) for p in paths]
     y = np.array([classes.index(l) for l in labels[sel]])
     g = groups[sel]
+    speakers = None
+    if store.has_column("speaker"):              # an unknown speaker is a cluster of its own
+        speakers = np.array(store.column("speaker"))[sel]
+        speakers = np.where(speakers == "", [f"#row{i}" for i in sel], speakers)
     names, dims = store.layer_names, store.dims
     count = max(1, int(round(fraction * sum(dims))))
     rng = np.random.default_rng(seed)
     all_pairs = [(k, j) for k, d in enumerate(dims) for j in range(d)]
     rand = [all_pairs[i] for i in rng.choice(len(all_pairs), count, replace=False)]
-    base = group_accuracy(predict_classes(encoder, waves), y, g)
-    masked = group_accuracy(predict_classes(encoder, waves, layer_masks(ranking, names, dims,
-                                                                         count)), y, g)
-    random = group_accuracy(predict_classes(encoder, waves, layer_masks(
-        ranking, names, dims, neurons=rand)), y, g)
-    drop = {k: base[k] - masked[k] for k in base if k not in ("gap",)}
-    groups_only = [v for k, v in drop.items() if k != "all"]
-    drop["gap"] = max(groups_only) - min(groups_only)
+    preds = {"accuracy": predict_classes(encoder, waves),
+             "masked": predict_classes(encoder, waves, layer_masks(ranking, names, dims, count)),
+             "random_masked": predict_classes(encoder, waves,
+                                              layer_masks(ranking, names, dims, neurons=rand))}
     return {"task": task, "protected": protected, "masked_neurons": count,
-            "utterances": int(len(sel)), "accuracy": base, "masked": masked,
-            "random_masked": random, "masked_drop": drop}
+            "salient_fraction": fraction, "utterances": int(len(sel)),
+            **bias_from_predictions(preds, y, g, speakers, resamples, seed)}
