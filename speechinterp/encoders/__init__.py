@@ -26,6 +26,12 @@ def get_family(name: str):
     return reg[name]
 
 
+def architecture(family: str) -> str:
+    """The architecture a family declares in its ``@register`` line: transformer, cnn, lstm
+    or tdnn (analysis code asks here, never guesses from names)."""
+    return get_family(family).architecture
+
+
 def load(path: str) -> Encoder:
     """Load a converted encoder directory (``config.json`` + orbax ``params/``)."""
     from speechinterp import checkpoint
@@ -41,4 +47,4 @@ def load(path: str) -> Encoder:
 
 
 __all__ = ["Encoder", "apply_layer_mask", "mean_pool", "register", "registry", "load",
-           "get_family"]
+           "get_family", "architecture"]

@@ -148,12 +148,19 @@ class Encoder:
 
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
 
+ARCHITECTURES = ("transformer", "cnn", "lstm", "tdnn")
 
-def register(family: str):
-    """Class decorator: make ``family`` loadable by :func:`speechinterp.encoders.load`."""
+
+def register(family: str, *, architecture: str):
+    """Class decorator: make ``family`` loadable by :func:`speechinterp.encoders.load` and
+    declare its architecture (one of :data:`ARCHITECTURES`), the one place analysis reads it."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{family}: architecture {architecture!r} not in {ARCHITECTURES}")
+
     def deco(cls):
         _REGISTRY[family] = cls
         cls.family_name = family
+        cls.architecture = architecture
         return cls
     return deco
 

@@ -320,7 +320,7 @@ class DialectCNN(nn.Module):
         return outs, lens, logits
 
 
-@register("cnn")
+@register("cnn", architecture="cnn")
 @dataclasses.dataclass
 class CNNEncoder(Encoder):
     """Shon et al.'s dialect / speaker-ID CNN as a speechinterp encoder (layers cnn1..4, fc1, fc2)."""

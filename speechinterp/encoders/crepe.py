@@ -145,7 +145,7 @@ def _inference_params(params):
     return out
 
 
-@register("crepe")
+@register("crepe", architecture="cnn")
 @dataclasses.dataclass
 class CrepeEncoder(Encoder):
     """torchcrepe's ``Crepe`` (tiny / full) on 10 ms frames of an utterance."""

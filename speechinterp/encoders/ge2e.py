@@ -125,7 +125,7 @@ def _l2(x, axis=-1):
     return x / jnp.linalg.norm(x, axis=axis, keepdims=True)
 
 
-@register("ge2e")
+@register("ge2e", architecture="lstm")
 @dataclasses.dataclass
 class GE2EEncoder(Encoder):
     """Resemblyzer's GE2E ``VoiceEncoder`` with partial-window utterance embeddings."""

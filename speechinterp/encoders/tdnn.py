@@ -240,7 +240,7 @@ class _TDNNBase(Encoder):
         return self.apply_features(params, feats, n, masks)
 
 
-@register("xvector")
+@register("xvector", architecture="tdnn")
 @dataclasses.dataclass
 class XvectorEncoder(_TDNNBase):
     """SpeechBrain ``Xvector`` behind ``Fbank`` + sentence mean normalisation."""
@@ -293,7 +293,7 @@ class XvectorEncoder(_TDNNBase):
         return jax.tree.map(np.asarray, params)
 
 
-@register("ecapa")
+@register("ecapa", architecture="tdnn")
 @dataclasses.dataclass
 class ECAPAEncoder(_TDNNBase):
     """SpeechBrain ``ECAPA_TDNN`` behind ``Fbank`` + sentence mean normalisation."""

@@ -450,7 +450,7 @@ class _Wav2Vec2Base(Encoder):
         return receptive_field(self.config.conv_kernel, self.config.conv_stride)
 
 
-@register("wav2vec2")
+@register("wav2vec2", architecture="transformer")
 class Wav2Vec2Encoder(_Wav2Vec2Base):
     """wav2vec 2.0 / XLS-R / HuBERT / data2vec-audio (``config.model_type`` says which)."""
 

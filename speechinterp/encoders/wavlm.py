@@ -83,7 +83,7 @@ def forward(params, cfg, waveforms, lengths, masks=None):
     return outs, [n] * len(outs)
 
 
-@register("wavlm")
+@register("wavlm", architecture="transformer")
 class WavLMEncoder(_Wav2Vec2Base):
     """WavLM (``config.model_type == "wavlm"``)."""
 

@@ -141,7 +141,7 @@ def init_params(rng, cfg: WhisperConfig):
     }
 
 
-@register("whisper")
+@register("whisper", architecture="transformer")
 class WhisperEncoder(Encoder):
     """Whisper's audio encoder (any size: tiny ... large-v3, 80 or 128 mel bins)."""
 
