@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from speechinterp.bootstrap import ci_list, cluster_bootstrap_ci, resampled_means
+
 
 def layer_masks(ranking, layer_names, dims, count: int | None = None, neurons=None) -> dict:
     """``{layer_name: keep vector}`` zeroing the first ``count`` (layer, neuron) pairs of a
@@ -36,35 +38,9 @@ def group_counts(groups: np.ndarray, speakers: np.ndarray | None) -> dict:
             for g in np.unique(groups)}
 
 
-def _bootstrap_means(values, clusters, resamples: int, seed: int) -> np.ndarray:
-    """[R, P] means of ``values`` [P, N] over ``resamples`` draws of the clusters (speakers),
-    each with all its utterances (clusters None: utterances). One matrix product, no loop."""
-    values = np.atleast_2d(np.asarray(values, np.float64))
-    ids = (np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
-           if clusters is not None else np.arange(values.shape[1]))
-    c = int(ids.max()) + 1
-    sums = np.stack([np.bincount(ids, v, c) for v in values], 1)          # [C, P]
-    n = np.bincount(ids, minlength=c).astype(np.float64)                  # [C]
-    w = np.random.default_rng(seed).multinomial(c, np.full(c, 1 / c), size=resamples)
-    return (w @ sums) / (w @ n)[:, None]
-
-
-def _ci(draws, level=0.95) -> list:
+def _ci(draws, level: float = 0.95) -> list:
     a = (1 - level) / 2
-    return [float(np.quantile(draws, a)), float(np.quantile(draws, 1 - a))]
-
-
-def _ci95(values, clusters, resamples, seed) -> np.ndarray:
-    """[P, 2] clustered-bootstrap intervals of the means of ``values`` [P, N]."""
-    try:
-        from speechinterp.bootstrap import cluster_bootstrap_ci
-    except ImportError:
-        cluster_bootstrap_ci = None
-    if cluster_bootstrap_ci is not None:
-        return np.asarray(cluster_bootstrap_ci(np.asarray(values, np.float64), clusters,
-                                               resamples=resamples, seed=seed)).reshape(-1, 2)
-    d = _bootstrap_means(values, clusters, resamples, seed)
-    return np.stack([np.quantile(d, 0.025, 0), np.quantile(d, 0.975, 0)], 1)
+    return ci_list([np.quantile(draws, a), np.quantile(draws, 1 - a)])
 
 
 def bias_intervals(correct: dict, groups: np.ndarray, clusters: np.ndarray | None,
@@ -85,17 +61,16 @@ def bias_intervals(correct: dict, groups: np.ndarray, clusters: np.ndarray | Non
     for i, g in enumerate(np.unique(groups)):
         m = groups == g
         cl = clusters[m] if clusters is not None else None
-        ci = _ci95(V[:, m], cl, resamples, seed + i)
-        for k, c in zip(names, ci):
-            out[f"{k}_ci95"][str(g)] = [float(c[0]), float(c[1])]
-        draws[str(g)] = _bootstrap_means(V[:, m], cl, resamples, seed + i)        # [R, 4]
-    for k, c in zip(names, _ci95(V, clusters, resamples, seed)):
-        out[f"{k}_ci95"]["all"] = [float(c[0]), float(c[1])]
+        draws[str(g)] = resampled_means(V[:, m], cl, resamples, seed + i)          # [4, R]
+        for k, d in zip(names, draws[str(g)]):
+            out[f"{k}_ci95"][str(g)] = _ci(d)
+    for k, c in zip(names, cluster_bootstrap_ci(V, clusters, resamples, seed)):
+        out[f"{k}_ci95"]["all"] = ci_list(c)
     point = {g: V[:, groups == g].mean(1) for g in draws}
     for j, key in ((0, "gap_ci95"), (3, "masked_drop_gap_ci95")):
         order = sorted(point, key=lambda g: point[g][j])
         lo, hi = order[0], order[-1]
-        out[key] = _ci(draws[hi][:, j] - draws[lo][:, j])
+        out[key] = _ci(draws[hi][j] - draws[lo][j])
     return out
 
 
