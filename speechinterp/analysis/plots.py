@@ -6,6 +6,55 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import colors as mcolors  # noqa: E402
+
+
+def _yerr(vals, cis):
+    """Asymmetric error bars [2, N] from [low, high] intervals (None: no bars)."""
+    if not cis or all(c is None for c in cis):
+        return None
+    err = np.zeros((2, len(vals)))
+    for i, (v, c) in enumerate(zip(vals, cis)):
+        if c is not None and v is not None and None not in c:
+            err[:, i] = max(0.0, v - c[0]), max(0.0, c[1] - v)
+    return err
+
+
+def _band(ax, x, layers, color, key="accuracy_ci95", alpha=0.2):
+    """Shade the 95% intervals of a layer-wise curve, where recorded."""
+    cis = [l.get(key) for l in layers]
+    if all(c is not None and None not in c for c in cis):
+        ax.fill_between(x, [c[0] for c in cis], [c[1] for c in cis], color=color, alpha=alpha,
+                        lw=0)
+
+
+def encoder_styles(encoders: dict) -> dict:
+    """name -> {"color", "hatch", "ls", "marker"}: one hue per trained / pretrained encoder, and
+    its random-weights copy in the same hue, lighter, hatched and dashed."""
+    def base(n, e):
+        return e.get("base") or (n[:-len("_random")] if n.endswith("_random") else n)
+    bases = sorted({base(n, e) for n, e in encoders.items()})
+    out = {}
+    for n, e in encoders.items():
+        b = base(n, e)
+        c = np.array(mcolors.to_rgb(f"C{bases.index(b) % 10}"))
+        if e.get("random"):
+            out[n] = {"color": tuple(c + 0.55 * (1 - c)), "hatch": "//", "ls": "--",
+                      "marker": "^", "edge": tuple(c)}
+        else:
+            out[n] = {"color": tuple(c), "hatch": None, "ls": "-", "marker": "o",
+                      "edge": tuple(c)}
+    return out
+
+
+def paired_order(encoders: dict) -> list:
+    """Encoder names sorted, each random-weights copy right after its encoder."""
+    real = sorted(n for n, e in encoders.items() if not e.get("random"))
+    rnd = {e.get("base") or n[:-len("_random")]: n for n, e in encoders.items() if e.get("random")}
+    out = []
+    for n in real:
+        out += [n] + ([rnd.pop(n)] if n in rnd else [])
+    return out + sorted(rnd.values())
 
 
 def layerwise_figure(results: dict, random_results: dict | None = None, title: str | None = None):
@@ -13,13 +62,20 @@ def layerwise_figure(results: dict, random_results: dict | None = None, title: s
     layers = results["layers"]
     x = np.arange(len(layers))
     fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2), 3.6))
-    ax.plot(x, [l["accuracy"] for l in layers], "o-", label="probe (task)")
-    ax.plot(x, [l["control_accuracy"] for l in layers], "s--", label="control task")
+    ax.plot(x, [l["accuracy"] for l in layers], "o-", color="C0", label="probe (task, 95% CI)")
+    _band(ax, x, layers, "C0")
+    if all(l.get("control_accuracy") is not None for l in layers):
+        ax.plot(x, [l["control_accuracy"] for l in layers], "s--", color="C1",
+                label="control task")
     if random_results is not None:
-        ax.plot(x, [l["accuracy"] for l in random_results["layers"]], "^:",
+        c = encoder_styles({"e": {}, "e_random": {"random": True}})["e_random"]["color"]
+        ax.plot(x, [l["accuracy"] for l in random_results["layers"]], "^--", color=c,
                 label="random-weights encoder")
+        _band(ax, x, random_results["layers"], c)
     ax.axhline(results["majority_accuracy"], color="gray", lw=1, label="majority class")
-    ax.axhline(results["oracle"]["accuracy"], color="k", lw=1, ls="-.", label="all layers (oracle)")
+    if "oracle" in results:
+        ax.axhline(results["oracle"]["accuracy"], color="k", lw=1, ls="-.",
+                   label="all layers (oracle)")
     ax.set_xticks(x, [l["name"] for l in layers], rotation=45, ha="right")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("layer")
@@ -57,8 +113,11 @@ def ablation_figure(results: dict, title: str | None = None):
         data = results["ablation"][mode]
         pcts = list(data["top"])
         x = np.arange(len(pcts))
+        cis = (results.get("ablation_ci95") or {}).get(mode, {})
         for i, how in enumerate(("top", "random", "bottom")):
-            ax.bar(x + (i - 1) * 0.27, [data[how][p] for p in pcts], 0.27, label=how)
+            vals = [data[how][p] for p in pcts]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=how, capsize=2,
+                   yerr=_yerr(vals, [cis.get(how, {}).get(p) for p in pcts]))
         ax.axhline(results["oracle"]["accuracy"], color="k", lw=1, ls="-.", label="oracle")
         ax.set_xticks(x, [f"{p}%" for p in pcts])
         ax.set_xlabel("neurons kept")
@@ -84,41 +143,62 @@ def _real(summary):
     return {n: e for n, e in summary["encoders"].items() if not e["random"]}
 
 
+def _random_copy(summary, name, prop):
+    """The probe results of ``name``'s random-weights copy for ``prop`` (None if absent)."""
+    for n, e in summary["encoders"].items():
+        if e.get("random") and (e.get("base") or n[:-len("_random")]) == name:
+            return e.get("probes", {}).get(prop)
+    return None
+
+
 def study_layerwise_figure(summary, prop):
-    """One panel per encoder: test accuracy per layer for ``prop`` against the control task,
-    the majority class and the random-weights encoder."""
+    """One panel per encoder: test accuracy per layer for ``prop`` with 95% bands, against the
+    control task, the majority class and the random-weights copy (same hue, lighter)."""
     encs = {n: e for n, e in _real(summary).items() if prop in e["probes"]}
     if not encs:
         return None
+    styles = encoder_styles(summary["encoders"])
     fig, axes = _grid(len(encs))
     for ax, (name, e) in zip(axes, encs.items()):
         res = e["probes"][prop]
         x = np.arange(len(res["layers"]))
-        ax.plot(x, [l["accuracy"] for l in res["layers"]], "o-", label="pretrained / trained")
-        ax.plot(x, [l["control_accuracy"] for l in res["layers"]], "s--", label="control task")
-        rnd = summary["encoders"].get(f"{name}_random", {}).get("probes", {}).get(prop)
-        if rnd:
-            ax.plot(x, [l["accuracy"] for l in rnd["layers"]], "^:", label="random weights")
+        st = styles[name]
+        ax.plot(x, [l["accuracy"] for l in res["layers"]], "o-", color=st["color"], ms=4,
+                label="trained / pretrained (95% CI)")
+        _band(ax, x, res["layers"], st["color"])
+        if all(l.get("control_accuracy") is not None for l in res["layers"]):
+            ax.plot(x, [l["control_accuracy"] for l in res["layers"]], "s:", color="0.35",
+                    ms=3, label="control task")
+        rnd = _random_copy(summary, name, prop)
+        if rnd and len(rnd["layers"]) == len(x):
+            rs = styles.get(f"{name}_random") or {"color": st["color"]}
+            ax.plot(x, [l["accuracy"] for l in rnd["layers"]], "^--", color=rs["color"], ms=4,
+                    label="random weights")
+            _band(ax, x, rnd["layers"], rs["color"], alpha=0.25)
         ax.axhline(res["majority_accuracy"], color="gray", lw=1, label="majority")
+        mci = res.get("majority_accuracy_ci95")
+        if mci and None not in mci:
+            ax.axhspan(mci[0], mci[1], color="gray", alpha=0.12, lw=0)
         ax.set_xticks(x, [l["name"] for l in res["layers"]], rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1.02)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("layer")
         ax.set_ylabel("test accuracy")
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{prop}: layer-wise probing accuracy")
+    fig.suptitle(f"{prop}: layer-wise probing accuracy (bands: 95% CI, clustered by speaker)")
     fig.tight_layout()
     return fig
 
 
 def minimal_subset_heatmap(summary):
     """Share of each layer's neurons in the minimal subset, per encoder (rows: properties)."""
-    encs = {n: e for n, e in _real(summary).items() if e["probes"]}
+    encs = {n: e for n, e in _real(summary).items()
+            if any("minimal_subset" in r for r in e["probes"].values())}
     if not encs:
         return None
     fig, axes = _grid(len(encs), 4.2, 3.0)
     for ax, (name, e) in zip(axes, encs.items()):
-        props = sorted(e["probes"])
+        props = sorted(p for p, r in e["probes"].items() if "minimal_subset" in r)
         layers = e["probes"][props[0]]["layers"]
         M = np.array([[100 * e["probes"][p]["minimal_subset"]["per_layer"].get(l["name"], 0)
                        / l["dim"] for l in layers] for p in props])
@@ -135,25 +215,32 @@ def minimal_subset_heatmap(summary):
 
 
 def study_ablation_figure(summary, pct="20", mode="retrain"):
-    """Accuracy keeping the top / random / bottom ``pct``% neurons, per encoder and property."""
-    encs = {n: e for n, e in _real(summary).items() if e["probes"]}
+    """Accuracy keeping the top / random / bottom ``pct``% neurons, per encoder and property,
+    with 95% intervals as error bars."""
+    encs = {n: e for n, e in _real(summary).items()
+            if any("ablation" in r for r in e["probes"].values())}
     if not encs:
         return None
     fig, axes = _grid(len(encs), 4.0, 3.0)
     for ax, (name, e) in zip(axes, encs.items()):
-        props = sorted(e["probes"])
+        props = sorted(p for p, r in e["probes"].items() if "ablation" in r)
         x = np.arange(len(props))
         for i, how in enumerate(("top", "random", "bottom")):
-            ax.bar(x + (i - 1) * 0.27, [e["probes"][p]["ablation"][mode][how][pct] for p in props],
-                   0.27, label=f"{how} {pct}%")
-        ax.plot(x, [e["probes"][p]["oracle"]["accuracy"] for p in props], "k_", ms=18,
-                label="all neurons")
+            vals = [e["probes"][p]["ablation"][mode][how].get(pct, np.nan) for p in props]
+            cis = [((e["probes"][p].get("ablation_ci95") or {}).get(mode, {}).get(how, {})
+                    .get(pct)) for p in props]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=f"{how} {pct}%", yerr=_yerr(vals, cis),
+                   capsize=2, error_kw={"lw": 0.8})
+        ovals = [e["probes"][p]["oracle"]["accuracy"] for p in props]
+        ax.errorbar(x, ovals, yerr=_yerr(ovals, [e["probes"][p]["oracle"].get("accuracy_ci95")
+                                                 for p in props]),
+                    fmt="k_", ms=18, lw=0.8, label="all neurons")
         ax.set_xticks(x, props, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("test accuracy")
         ax.set_title(name, fontsize=10)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Ablation ({mode}): keep {pct}% of neurons")
+    fig.suptitle(f"Ablation ({mode}): keep {pct}% of neurons (error bars: 95% CI)")
     fig.tight_layout()
     return fig
 
@@ -181,18 +268,18 @@ def overlap_figure(summary):
 
 
 def eer_figure(summary):
-    """Speaker-verification EER per layer (cosine scoring), pretrained vs random weights."""
+    """Speaker-verification EER per layer (cosine scoring); an encoder and its random-weights
+    copy in the same hue (the copy lighter and dashed)."""
     eer = summary.get("eer") or {}
     if not eer:
         return None
+    styles = encoder_styles({n: summary["encoders"].get(n, {}) for n in eer})
     fig, ax = plt.subplots(figsize=(8.5, 4))
-    for i, (name, e) in enumerate(sorted(eer.items())):
+    for name in paired_order({n: summary["encoders"].get(n, {}) for n in eer}):
+        e, st = eer[name], styles[name]
         depth = np.linspace(0, 1, len(e["eer"]))
-        random = summary["encoders"][name]["random"]
-        base = name[:-len("_random")] if random else name
-        color = f"C{sorted({n.replace('_random', '') for n in eer}).index(base) % 10}"
-        ax.plot(depth, 100 * np.array(e["eer"]), ":" if random else "o-", color=color,
-                label=name, ms=3)
+        ax.plot(depth, 100 * np.array(e["eer"]), ls=st["ls"], marker=st["marker"],
+                color=st["color"], label=name, ms=3)
     ax.set_xlabel("relative depth (first layer = 0, last = 1)")
     ax.set_ylabel("EER (%)")
     ax.set_title("Speaker verification per layer (test speakers, cosine scoring)")
@@ -202,8 +289,8 @@ def eer_figure(summary):
 
 
 def bias_figure(summary):
-    """Per-group accuracy of each task CNN: unmasked, protected-salient neurons masked inside
-    the encoder, and as many random neurons masked."""
+    """Per-group accuracy of each task model: unmasked, protected-salient neurons masked inside
+    the encoder, and as many random neurons masked; 95% intervals as error bars."""
     bias = summary.get("bias") or {}
     if not bias:
         return None
@@ -214,36 +301,55 @@ def bias_figure(summary):
         for i, (key, label) in enumerate((("accuracy", "unmasked"),
                                           ("masked", f"{b['protected']} neurons masked"),
                                           ("random_masked", "random neurons masked"))):
-            ax.bar(x + (i - 1) * 0.27, [b[key][g] for g in groups], 0.27, label=label)
-        ax.set_xticks(x, groups)
+            vals = [b[key][g] for g in groups]
+            cis = [(b.get(f"{key}_ci95") or {}).get(g) for g in groups]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=label, yerr=_yerr(vals, cis),
+                   capsize=2, error_kw={"lw": 0.8})
+        counts = b.get("counts") or {}
+
+        def tick(g):
+            c = counts.get(g) or {}
+            if not c:
+                return g
+            spk = f", {c['speakers']} spk" if c.get("speakers") is not None else ""
+            return f"{g}\n(n={c.get('utterances')}{spk})"
+        ax.set_xticks(x, [tick(g) for g in groups], fontsize=8)
         ax.set_xlabel(b["protected"])
         ax.set_ylabel(f"accuracy on its task ({b['task']})")
         ax.set_ylim(0, 1.02)
         ax.set_title(name, fontsize=10)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Bias: masking neurons inside the task model")
+    fig.suptitle("Bias: masking neurons inside the task model (error bars: 95% CI)")
     fig.tight_layout()
     return fig
 
 
 def best_layer_figure(summary):
-    """Best-layer accuracy per property and encoder, with the random-weights encoders."""
+    """Best-layer accuracy per property and encoder with its 95% interval; each encoder's
+    random-weights copy beside it in the same hue, lighter and hatched."""
     encs = {n: e for n, e in summary["encoders"].items() if e.get("probes")}
     props = sorted({p for e in encs.values() for p in e["probes"]})
     if not props:
         return None
+    styles = encoder_styles(summary["encoders"])
     fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(props) + 4.5), 4))
-    names = sorted(encs)
+    names = paired_order(encs)
     width = 0.8 / len(names)
     for i, n in enumerate(names):
-        vals = [max((l["accuracy"] for l in encs[n]["probes"][p]["layers"]), default=0)
-                if p in encs[n]["probes"] else 0 for p in props]
-        ax.bar(np.arange(len(props)) + (i - len(names) / 2 + 0.5) * width, vals, width, label=n,
-               hatch="//" if encs[n]["random"] else None, alpha=0.6 if encs[n]["random"] else 1)
+        best = [max(encs[n]["probes"][p]["layers"], key=lambda l: l["accuracy"])
+                if p in encs[n]["probes"] and encs[n]["probes"][p]["layers"] else None
+                for p in props]
+        vals = [b["accuracy"] if b else 0 for b in best]
+        cis = [b.get("accuracy_ci95") if b else None for b in best]
+        st = styles[n]
+        ax.bar(np.arange(len(props)) + (i - len(names) / 2 + 0.5) * width, vals, width,
+               label=n, color=st["color"], hatch=st["hatch"], edgecolor=st["edge"], lw=0.5,
+               yerr=_yerr(vals, cis), capsize=1.5, error_kw={"lw": 0.7})
     ax.set_xticks(np.arange(len(props)), props)
     ax.set_ylabel("best-layer test accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Best layer per property and encoder (hatched: random weights)")
+    ax.set_title("Best layer per property and encoder (lighter, hatched: random weights; "
+                 "error bars: 95% CI)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside the bars
     fig.tight_layout()
     return fig

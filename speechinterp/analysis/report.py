@@ -51,6 +51,7 @@ def markdown(summary, figure_names, config) -> str:
     encs = summary["encoders"]
     L.append(f"Encoders: {', '.join(sorted(encs))}. Corpus: `{summary.get('corpus_manifest')}`. "
              f"Total time {summary.get('total_time_s', 0):.0f} s.")
+    L += [""] + HOW_TO_READ[:-1] + [""] + _task_models_section(summary)[:-1]
     L += ["", "## Findings", "", "| # | finding | on this data | evidence | figure |",
           "| --- | --- | --- | --- | --- |"]
     for i, f in enumerate(summary["findings"], 1):
@@ -60,35 +61,250 @@ def markdown(summary, figure_names, config) -> str:
     L += ["", LIMITS, "", "## Figures", ""]
     for name in figure_names:
         L += [f"### {name[:-4].replace('_', ' ')}", "", f"![{name}](figures/{name})", ""]
-    L += ["## Layer-wise results", ""]
-    for name in sorted(encs):
-        e = encs[name]
-        for prop, res in sorted(e.get("probes", {}).items()):
-            best = max(res["layers"], key=lambda l: l["accuracy"])
-            row = (f"- **{name} / {prop}**: best layer {best['name']} {best['accuracy']:.3f} "
-                   f"(control {best['control_accuracy']:.3f}, majority "
-                   f"{res['majority_accuracy']:.3f})")
-            if "oracle" in res:
-                ms = res["minimal_subset"]
-                row += (f"; oracle {res['oracle']['accuracy']:.3f}; minimal subset {ms['size']} "
-                        f"neurons ({100 * ms['fraction']:.1f}%) at {ms['accuracy']:.3f}")
-            L.append(row)
-    if summary.get("eer"):
-        L += ["", "## Speaker verification (EER %, per layer)", ""]
-        for name, e in sorted(summary["eer"].items()):
-            L.append(f"- {name}: " + ", ".join(f"{l} {100 * v:.1f}" for l, v in
-                                               zip(e["layers"], e["eer"])))
-    if summary.get("bias"):
-        L += ["", "## Bias", ""]
-        for name, b in summary["bias"].items():
-            L.append(f"- {name} ({b['task']}, {b['utterances']} test utterances, "
-                     f"{b['masked_neurons']} {b['protected']}-salient neurons masked inside the "
-                     f"encoder): unmasked {b['accuracy']}, masked {b['masked']}, random-masked "
-                     f"{b['random_masked']}")
+    L += _layerwise_section(summary) + _eer_section(summary) + _bias_section(summary)
     if summary.get("stage_times_s"):
-        L += ["", "## Stage times (s)", ""]
+        L += ["## Stage times (s)", ""]
         L += [f"- {k}: {v:.1f}" for k, v in summary["stage_times_s"].items()]
     return "\n".join(L) + "\n"
+
+
+# ----------------------------------------------------------------------------- sections
+HOW_TO_READ = [
+    "## How to read this report", "",
+    "- **Accuracy** is test accuracy of a linear probe (elastic-net logistic regression) on one "
+    "layer's utterance vectors, or on all layers together (the *oracle*). The *majority* "
+    "baseline always answers the most frequent class; a *random-weights* copy is the same "
+    "architecture with fresh random weights, so it shows what the input features and the "
+    "architecture alone give.",
+    "- **Intervals** `0.812 [0.771, 0.850]` are 95% percentile bootstrap intervals over the "
+    "test set, resampling test *speakers* with all their utterances (clustered bootstrap) where "
+    "the corpus names speakers, utterances otherwise. Utterances of one speaker are not "
+    "independent, so with few test speakers the intervals are wide, as they should be.",
+    "- **Seed spread** `± sd` is the standard deviation of the accuracy across the probe "
+    "training seeds: the part of the variation that comes from training, not from the test "
+    "sample.",
+    "- **Control task and selectivity** (Hewitt & Liang 2019): the control task gives each "
+    "speaker a fixed random label drawn from the task's label distribution and trains the same "
+    "probe on it. A probe that scores well on the control task is memorising voices, not "
+    "reading the property. *Selectivity* = task accuracy - control accuracy; high selectivity "
+    "means the layer encodes the property itself. For the speaker task the control task would "
+    "be a relabelling of the speakers themselves, so control and selectivity are *n/a* there.",
+    "- **Verdicts** are evaluated per encoder that a finding is about, from a stated criterion "
+    "on the intervals: *holds* when the criterion is met beyond the intervals, *does not hold* "
+    "when the intervals rule it out, *undecided* when the intervals overlap, the data lack the "
+    "property, or a task model did not learn its task (the reason is given). Undecided is "
+    "never turned into a yes or a no: it says this run cannot tell.",
+    ""]
+
+
+def _f(x, signed: bool = False) -> str:
+    """A number rounded to 3 digits, or n/a."""
+    if x is None:
+        return "n/a"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _ci(ci) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _acc(x, ci=None, sd=None) -> str:
+    """``0.812 [0.771, 0.850]`` (± sd when given)."""
+    s = _f(x) + (_ci(ci) if x is not None else "")
+    return s + (f" ± {sd:.3f}" if sd is not None else "")
+
+
+def _task_models_section(summary) -> list:
+    rows = [(n, e) for n, e in sorted(summary["encoders"].items())
+            if e.get("kind") == "task_cnn" and not e.get("random")]
+    if not rows:
+        return []
+    L = ["## Task models", "",
+         "Each task-oriented CNN on the test split of its own task, next to the majority class "
+         "and its random-weights copy. A finding that rests on a task model that did not learn "
+         "its task is undecided.", "",
+         "| task model | task | test accuracy [95% CI] | majority | random copy [95% CI] | "
+         "learned its task |", "| --- | --- | ---: | ---: | ---: | --- |"]
+    for n, e in rows:
+        t = e.get("task_model")
+        if not t:
+            L.append(f"| {n} | {e.get('trained_for', '-')} | not recorded | - | - | unknown |")
+            continue
+        learned = {True: "yes", False: "**no**"}.get(t.get("learned"), "unknown")
+        L.append(f"| {n} | {t.get('property', e.get('trained_for', '-'))} | "
+                 f"{_acc(t.get('test_accuracy'), t.get('test_accuracy_ci95'))} | "
+                 f"{_f(t.get('majority_accuracy'))} | "
+                 f"{_acc(t.get('random_test_accuracy'), t.get('random_test_accuracy_ci95'))} | "
+                 f"{learned} |")
+    return L + [""]
+
+
+def _speakers_table(spc) -> list:
+    if not spc:
+        return []
+    classes = sorted({c for per in spc.values() for c in (per or {})})
+    if all(v <= 1 for per in spc.values() for v in (per or {}).values()):   # speaker identity
+        return [f"Speakers per class: one ({len(classes)} classes); per split: "
+                + ", ".join(f"{s} {len(per or {})}" for s, per in spc.items()) + ".", ""]
+    splits = [s for s in ("train", "dev", "test") if s in spc] + \
+        [s for s in spc if s not in ("train", "dev", "test")]
+    L = ["| speakers per class | " + " | ".join(classes) + " |",
+         "| --- | " + " | ".join("---:" for _ in classes) + " |"]
+    for s in splits:
+        L.append(f"| {s} | " + " | ".join(str((spc[s] or {}).get(c, 0)) for c in classes)
+                 + " |")
+    return L + [""]
+
+
+def _convergence(c) -> str:
+    if not c:
+        return "not recorded"
+    if c.get("ok"):
+        return "ok"
+    flags = []
+    if c.get("below_majority"):
+        flags.append("below the majority: " + ", ".join(c["below_majority"]))
+    if c.get("oracle_below_best_layer"):
+        flags.append("oracle below the best single layer by more than its interval")
+    return "**flagged**: " + "; ".join(flags or ["not converged"])
+
+
+def _stability(r) -> str:
+    if not r:
+        return "not measured (one seed)"
+    return (f"top-1% overlap {_f(r.get('top1_overlap'))}, top-5% overlap "
+            f"{_f(r.get('top5_overlap'))} across {r.get('seeds', '?')} seeds")
+
+
+def _layer_table(res, rnd) -> tuple[list, bool]:
+    """The layer table of one encoder and property; also whether a n/a footnote is due."""
+    rl = {l["name"]: l for l in (rnd or {}).get("layers", [])}
+    L = ["| layer | dim | accuracy [95% CI] ± seed sd | random weights [95% CI] | macro-F1 | "
+         "control | selectivity |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    na = False
+    for l in res["layers"]:
+        r = rl.get(l["name"])
+        na |= l.get("selectivity") is None
+        L.append(f"| {l['name']} | {l.get('dim', '-')} | "
+                 f"{_acc(l['accuracy'], l.get('accuracy_ci95'), l.get('accuracy_seed_sd'))} | "
+                 f"{_acc(r['accuracy'], r.get('accuracy_ci95')) if r else '-'} | "
+                 f"{_f(l.get('f1_macro'))} | {_f(l.get('control_accuracy'))} | "
+                 f"{_f(l.get('selectivity'), signed=True)} |")
+    return L, na
+
+
+def _layerwise_section(summary) -> list:
+    encs = summary["encoders"]
+    props = sorted({p for e in encs.values() for p in e.get("probes", {})})
+    L = ["## Layer-wise results", ""]
+    for prop in props:
+        have = [(n, e) for n, e in sorted(encs.items())
+                if prop in e.get("probes", {}) and not e.get("random")]
+        if not have:
+            continue
+        first = have[0][1]["probes"][prop]
+        sizes = first.get("split_sizes") or {}
+        L += [f"### {prop}", "",
+              f"{len(first.get('classes', []))} classes; majority "
+              f"{_acc(first['majority_accuracy'], first.get('majority_accuracy_ci95'))}; "
+              f"probe setting `{first.get('probe_setting', 'not recorded')}`; split sizes "
+              + (", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded") + ".", ""]
+        L += _speakers_table(first.get("speakers_per_class"))
+        footnote = False
+        for name, e in have:
+            res = e["probes"][prop]
+            rnd = next((r["probes"].get(prop) for r in encs.values()
+                        if r.get("random") and r.get("base") == name), None)
+            if rnd is None:
+                rnd = encs.get(f"{name}_random", {}).get("probes", {}).get(prop)
+            table, na = _layer_table(res, rnd)
+            footnote |= na
+            L += [f"#### {name} / {prop}", ""] + table + [""]
+            notes = []
+            if res.get("probe_setting") and res.get("probe_setting") != first.get("probe_setting"):
+                notes.append(f"probe setting `{res['probe_setting']}`")
+            if "oracle" in res:
+                o = res["oracle"]
+                notes.append(f"oracle (all layers) {_acc(o['accuracy'], o.get('accuracy_ci95'))}")
+            ms = res.get("minimal_subset")
+            if ms:
+                notes.append(f"minimal subset {ms['size']} neurons "
+                             f"({100 * ms['fraction']:.1f}%) at "
+                             f"{_acc(ms['accuracy'], ms.get('accuracy_ci95'))}")
+            if "oracle" in res or "ranking_stability" in res:
+                notes.append("ranking stability: " + _stability(res.get("ranking_stability")))
+            notes.append("convergence: " + _convergence(res.get("convergence")))
+            L += ["- " + n for n in notes] + [""]
+        if footnote:
+            L += ["n/a: the control task of the speaker task is a relabelling of the speakers "
+                  "themselves, so control accuracy and selectivity are not applicable.", ""]
+    return L
+
+
+def _eer_section(summary) -> list:
+    if not summary.get("eer"):
+        return []
+    L = ["## Speaker verification (EER %, per layer)", ""]
+    for name, e in sorted(summary["eer"].items()):
+        L.append(f"- {name}: " + ", ".join(f"{l} {100 * v:.1f}" for l, v in
+                                           zip(e["layers"], e["eer"])))
+    return L + [""]
+
+
+def _clustering(bias) -> str:
+    by = {b.get("clustered_by") for b in bias.values()}
+    if by == {"speaker"}:
+        return "resampling test speakers with their utterances"
+    if by == {"utterance"}:
+        return "resampling utterances (no speaker column)"
+    return "resampling test speakers where the store names them"
+
+
+def _bias_section(summary) -> list:
+    bias = summary.get("bias") or {}
+    if not bias:
+        return []
+    L = ["## Bias", "",
+         "Each task model on its own task, per group of the protected property (test split): "
+         "unmasked, with the neurons most salient for the protected property masked inside the "
+         "encoder, and with as many random neurons masked. Intervals: 95% bootstrap, "
+         + _clustering(bias) + ". The gap is the best group minus the worst group.", "",
+         "| task model | task | group | utterances | speakers | accuracy [95% CI] | "
+         "salient neurons masked | random neurons masked | drop when masked |",
+         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    notes = []
+    for name, b in sorted(bias.items()):
+        counts = b.get("counts") or {}
+        groups = [k for k in b["accuracy"] if k not in ("all", "gap")]
+
+        def cell(key, g, b=b):
+            v = (b.get(key) or {}).get(g)
+            return _acc(v, (b.get(f"{key}_ci95") or {}).get(g)) if v is not None else "-"
+        for g in groups + ["all"]:
+            c = counts.get(g, {})
+            n_utt = c.get("utterances", b.get("utterances") if g == "all" else None)
+            if g == "all" and counts:
+                n_utt = sum(x.get("utterances", 0) for x in counts.values())
+            spk = c.get("speakers")
+            if g == "all" and counts and all(x.get("speakers") is not None
+                                             for x in counts.values()):
+                spk = sum(x["speakers"] for x in counts.values())
+            L.append(f"| {name} | {b['task']} | {g} | {n_utt if n_utt is not None else '-'} | "
+                     f"{spk if spk is not None else '-'} | {cell('accuracy', g)} | "
+                     f"{cell('masked', g)} | {cell('random_masked', g)} | "
+                     f"{cell('masked_drop', g)} |")
+        drop_gap = (b.get("masked_drop") or {}).get("gap")
+        L.append(f"| {name} | {b['task']} | gap | | | "
+                 f"{_acc(b['accuracy'].get('gap'), b.get('gap_ci95'))} | "
+                 f"{_f(b.get('masked', {}).get('gap'))} | "
+                 f"{_f(b.get('random_masked', {}).get('gap'))} | "
+                 f"{_acc(drop_gap, b.get('masked_drop_gap_ci95'))} |")
+        frac = b.get("salient_fraction")
+        notes.append(f"{name}: {b['masked_neurons']} {b['protected']}-salient neurons masked"
+                     + (f" ({100 * frac:.1f}% of all neurons)" if frac else "") + ".")
+    return L + [""] + notes + [""]
 
 
 def html_page(md_text: str, figure_dir: str) -> str:
