@@ -69,7 +69,8 @@ def main(argv):
         try:
             if FLAGS.layerwise_only:
                 rows = protocol.layerwise_streaming(store, task, cfg, seed=FLAGS.seed)
-                results, details = {"task": task, "layers": rows}, {}
+                results = {"task": task, "probe_setting": FLAGS.config, "layers": rows}
+                details = {"probe_setting": FLAGS.config}
             else:
                 stages = ["layer-wise probes", "oracle probe", "ranking", "ablation",
                           "minimal subset"]

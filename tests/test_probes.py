@@ -34,17 +34,32 @@ def run(planted):
 
 def test_results_have_exactly_the_design_keys(run):
     res, _ = run
-    assert set(res) == {"task", "classes", "majority_accuracy", "split_sizes", "layers", "oracle",
-                        "ranking", "minimal_subset", "ablation"}
-    assert set(res["layers"][0]) == {"name", "dim", "accuracy", "f1_macro", "control_accuracy",
-                                     "selectivity"}
-    assert set(res["minimal_subset"]) == {"delta", "size", "fraction", "accuracy", "neurons",
-                                          "per_layer"}
-    assert set(res["ablation"]) == {"retrain", "zero_out"}
-    for mode in res["ablation"].values():
-        assert set(mode) == {"top", "random", "bottom"}
-        assert list(mode["top"]) == ["1", "5", "10", "15", "20", "50"]
+    assert set(res) == {"task", "classes", "probe_setting", "majority_accuracy",
+                        "majority_accuracy_ci95", "split_sizes", "speakers_per_class",
+                        "interval", "layers", "oracle", "ranking", "ranking_stability",
+                        "minimal_subset", "ablation", "ablation_ci95", "convergence"}
+    assert res["probe_setting"] == "default"
+    assert set(res["layers"][0]) == {"name", "dim", "accuracy", "accuracy_ci95",
+                                     "accuracy_seed_sd", "f1_macro", "control_accuracy",
+                                     "control_accuracy_ci95", "selectivity"}
+    assert set(res["minimal_subset"]) == {"delta", "size", "fraction", "accuracy",
+                                          "accuracy_ci95", "neurons", "per_layer"}
+    assert set(res["oracle"]) == {"accuracy", "accuracy_ci95", "accuracy_seed_sd", "f1_macro"}
+    assert set(res["ablation"]) == set(res["ablation_ci95"]) == {"retrain", "zero_out"}
+    for mode, cis in zip(res["ablation"].values(), res["ablation_ci95"].values()):
+        assert set(mode) == set(cis) == {"top", "random", "bottom"}
+        assert list(mode["top"]) == list(cis["top"]) == ["1", "5", "10", "15", "20", "50"]
     assert len(res["ranking"]) == 24 + 48 + 40
+    # every accuracy lies inside its own interval
+    pairs = [(l["accuracy"], l["accuracy_ci95"]) for l in res["layers"]]
+    pairs += [(res[k]["accuracy"], res[k]["accuracy_ci95"]) for k in ("oracle", "minimal_subset")]
+    pairs.append((res["majority_accuracy"], res["majority_accuracy_ci95"]))
+    for mode in ("retrain", "zero_out"):
+        for how, accs in res["ablation"][mode].items():
+            pairs += [(a, res["ablation_ci95"][mode][how][p]) for p, a in accs.items()]
+    for acc, (lo, hi) in pairs:
+        assert lo <= acc + 1e-9 and acc - 1e-9 <= hi and hi - lo < 0.5, (acc, lo, hi)
+    assert res["interval"]["resampled"] == "test speakers"
 
 
 def test_right_layer_wins_and_noise_layers_stay_near_chance(run):

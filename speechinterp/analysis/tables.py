@@ -2,32 +2,72 @@
 from __future__ import annotations
 
 
+def fmt_acc(acc, ci=None, sd=None) -> str:
+    """``0.812 [0.771, 0.850]`` (``± sd`` of the seeds when given); ``n/a`` for None."""
+    if acc is None:
+        return "n/a"
+    out = f"{acc:.3f}"
+    if ci and ci[0] is not None and ci[1] is not None:
+        out += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if sd:
+        out += f" ±{sd:.3f}"
+    return out
+
+
 def results_markdown(results: dict) -> str:
-    """Layer-wise table, oracle, minimal subset and ablation of one task's results.json."""
+    """Layer-wise table, oracle, minimal subset and ablation of one task's results.json, with
+    95% intervals (clustered bootstrap) where the results have them."""
     out = [f"## {results['task']}", ""]
     if "classes" in results:
         out.append(f"{len(results['classes'])} classes; majority baseline "
-                   f"{results['majority_accuracy']:.3f}; split sizes {results['split_sizes']}")
+                   f"{fmt_acc(results['majority_accuracy'], results.get('majority_accuracy_ci95'))}"
+                   f"; split sizes {', '.join(f'{k} {v}' for k, v in results['split_sizes'].items())}"
+                   f"; probe setting `{results.get('probe_setting', '?')}`")
+        iv = results.get("interval")
+        if iv:
+            out.append(f"Intervals: 95% {iv['method']} over {iv['num_resampled']} "
+                       f"{iv['resampled']} ({iv['resamples']} resamples).")
         out.append("")
-    out += ["| layer | dim | accuracy | macro-F1 | control | selectivity |",
+    no_control = any(l.get("control_accuracy", 0) is None for l in results["layers"])
+    out += ["| layer | dim | accuracy [95% CI] ±seed sd | macro-F1 | control | selectivity |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for l in results["layers"]:
-        out.append(f"| {l['name']} | {l['dim']} | {l['accuracy']:.3f} | {l['f1_macro']:.3f} | "
-                   f"{l['control_accuracy']:.3f} | {l['selectivity']:+.3f} |")
+        sel = "n/a" if l.get("selectivity") is None else f"{l['selectivity']:+.3f}"
+        out.append(f"| {l['name']} | {l['dim']} | "
+                   f"{fmt_acc(l['accuracy'], l.get('accuracy_ci95'), l.get('accuracy_seed_sd'))}"
+                   f" | {l['f1_macro']:.3f} | {fmt_acc(l.get('control_accuracy'))} | {sel} |")
+    if no_control:
+        out += ["", "Control task and selectivity: not applicable (n/a). The control task "
+                "relabels each speaker at random, and here the classes are the speakers "
+                "themselves, so the control is learnable from the task."]
     if "oracle" in results:
         ms = results["minimal_subset"]
-        out += ["", f"Oracle (all layers): accuracy {results['oracle']['accuracy']:.3f}, "
-                    f"macro-F1 {results['oracle']['f1_macro']:.3f}.",
+        ci = results.get("ablation_ci95", {})
+        o = results["oracle"]
+        out += ["", f"Oracle (all layers): accuracy "
+                    f"{fmt_acc(o['accuracy'], o.get('accuracy_ci95'), o.get('accuracy_seed_sd'))}"
+                    f", macro-F1 {o['f1_macro']:.3f}.",
                 f"Minimal subset (delta {ms['delta']}): {ms['size']} neurons "
-                f"({100 * ms['fraction']:.2f}%), test accuracy {ms['accuracy']:.3f}; per layer: "
-                + ", ".join(f"{k} {v}" for k, v in ms["per_layer"].items() if v) + ".", "",
-                "| mode | kept | " + " | ".join(f"{p}%" for p in results["ablation"]["retrain"]["top"])
-                + " |",
-                "| --- | --- | " + " | ".join("---:" for _ in results["ablation"]["retrain"]["top"])
-                + " |"]
+                f"({100 * ms['fraction']:.2f}%), test accuracy "
+                f"{fmt_acc(ms['accuracy'], ms.get('accuracy_ci95'))}; per layer: "
+                + ", ".join(f"{k} {v}" for k, v in ms["per_layer"].items() if v) + "."]
+        stab = results.get("ranking_stability")
+        if stab:
+            out.append(f"Ranking stability over {stab['seeds']} seeds: top-1% overlap "
+                       f"{stab['top1_overlap']:.2f}, top-5% overlap {stab['top5_overlap']:.2f}, "
+                       f"Spearman {stab['spearman']:.2f}.")
+        conv = results.get("convergence")
+        if conv and not conv["ok"]:
+            out.append(f"Convergence flags: layers below the majority "
+                       f"{conv['below_majority_significant']}; oracle below the best layer: "
+                       f"{conv['oracle_below_best_layer']}.")
+        pcts = list(results["ablation"]["retrain"]["top"])
+        out += ["", "| mode | kept | " + " | ".join(f"{p}%" for p in pcts) + " |",
+                "| --- | --- | " + " | ".join("---:" for _ in pcts) + " |"]
         for mode in ("retrain", "zero_out"):
             for how in ("top", "random", "bottom"):
                 vals = results["ablation"][mode][how]
-                out.append(f"| {mode} | {how} | " + " | ".join(f"{v:.3f}" for v in vals.values())
-                           + " |")
+                cis = ci.get(mode, {}).get(how, {})
+                out.append(f"| {mode} | {how} | " + " | ".join(
+                    fmt_acc(v, cis.get(p)) for p, v in vals.items()) + " |")
     return "\n".join(out) + "\n"

@@ -137,10 +137,37 @@ def control_labels(data: TaskData, seed: int = 0) -> np.ndarray:
     return np.array([table[g] for g in data.groups], np.int32)
 
 
+def majority_class(data: TaskData) -> int:
+    """The most frequent training class."""
+    return int(np.bincount(data.y[data.split == TRAIN], minlength=data.num_classes).argmax())
+
+
 def majority_accuracy(data: TaskData) -> float:
     """Test accuracy of always predicting the most frequent training class."""
-    major = np.bincount(data.y[data.split == TRAIN], minlength=data.num_classes).argmax()
-    return float(np.mean(data.y[data.split == TEST] == major))
+    return float(np.mean(data.y[data.split == TEST] == majority_class(data)))
+
+
+def control_is_relabelling(data: TaskData) -> bool:
+    """True when the task's classes are its control types themselves (speaker identity: each
+    speaker one class, each class one speaker). Its control task is then a coarsening of the
+    task, learnable from the task, and selectivity has no meaning (Hewitt & Liang 2019 define
+    types that are finer than the classes)."""
+    if data.groups is None:
+        return False
+    pairs = set(zip(data.groups.tolist(), data.y.tolist()))
+    return len(pairs) == len(set(data.groups.tolist())) == data.num_classes
+
+
+def speakers_per_class(data: TaskData) -> dict | None:
+    """``{split: {class: distinct speakers}}``, or None without a speaker column."""
+    if data.groups is None:
+        return None
+    out = {}
+    for i, name in enumerate(SPLIT_NAMES):
+        sel = data.split == i
+        out[name] = {c: int(len(np.unique(data.groups[sel & (data.y == k)])))
+                     for k, c in enumerate(data.classes)}
+    return out
 
 
 def standardize(X: np.ndarray, train: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -67,6 +67,12 @@ DEFAULT = ProbeConfig(epochs=40, batch_size=256, learning_rate=1e-2, lr_schedule
 CONFIGS = {"neurox": NEUROX, "neurox_exact": NEUROX_EXACT, "default": DEFAULT}
 
 
+def setting_name(cfg: ProbeConfig) -> str:
+    """The name of ``cfg`` in :data:`CONFIGS` (``custom`` for any other settings), recorded in
+    results.json as ``probe_setting``."""
+    return next((name for name, c in CONFIGS.items() if c == cfg), "custom")
+
+
 def _uniform_draws(key, w_shape, b_shape, dtype):
     """U(-1, 1) draws for W and b, with XLA's RngBitGenerator ("rbg"; threefry would double
     the compile time of a training call)."""

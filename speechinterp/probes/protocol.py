@@ -41,11 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from speechinterp.bootstrap import LEVEL, RESAMPLES, ci_list, cluster_bootstrap_ci
 from speechinterp.probes import data as D
 from speechinterp.probes import ranking as R
 from speechinterp.probes.elastic_net import (DEFAULT, ProbeConfig, batch_plan,
                                              fit_bands_planned, fit_probe, init_bands,
-                                             interval_bands, predict_bands, probe_weights)
+                                             interval_bands, predict_bands, probe_weights,
+                                             setting_name)
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
@@ -357,16 +359,10 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
 
     # --- the probes of both calls (their shapes only depend on the store), compiled in the
     # background while the data loads. Call 1: every layer's task and control probes next to
-    # the oracle, which reads all layers: each layer is one band shared by its probes and the
-    # oracle's weights on it (different layer widths need no padding).
-    if layerwise_only:
-        specs1 = [(layer_probes(dims, l1s, l2s, oracle=False), seeds)]
-    elif seeds == 1:
-        specs1 = [(layer_probes(dims, l1s, l2s), 1)]
-    else:
-        specs1 = [(layer_probes(dims, l1s, l2s, oracle=False), seeds),
-                  (layer_probes(dims, l1s, l2s, layers=False), 1)]
-    calls1 = [(interval_bands(*sp, band_cost=band_cost), S) for sp, S in specs1]
+    # the oracle, which reads all layers, for every seed: each layer is one band shared by its
+    # probes and the oracle's weights on it (different layer widths need no padding).
+    bands1 = interval_bands(*layer_probes(dims, l1s, l2s, oracle=not layerwise_only),
+                            band_cost=band_cost)
     w = np.asarray(tr, np.float32)
     Y = np.stack([y, ctrl]).astype(np.int32)
     X_sds, Xe_sds = _sds((N, ntot)), _sds((len(ev), ntot))
@@ -378,8 +374,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         return new_row[idx], valid
 
     plan = _POOL.submit(store_order_plans)
-    futs1 = [_precompile_bands((X_sds, Y, w, b) + plan_sds(S) + (init_sds(b, S), Xe_sds), bstat)
-             for b, S in calls1]
+    fut1 = _precompile_bands((X_sds, Y, w, bands1) + plan_sds(seeds)
+                             + (init_sds(bands1, seeds), Xe_sds), bstat)
     sizes = R.minimal_subset_sizes(ntot)
     pct_sizes = [max(1, int(round(p / 100.0 * ntot))) for p in ablation_pcts]
     # top-n prefixes to train: the candidates, and the top-k% retrains (normally among them)
@@ -399,61 +395,76 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     Xall_j, Xe = jax.device_put(Xall), jax.device_put(Xall[ntr:])
     timings["load"] = time.perf_counter() - t0
 
-    # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas
+    # intervals: a bootstrap over the test rows, clustered by speaker where there is one; the
+    # same resamples for every probe of the task
+    te_clusters = td.groups[order][ev][te_e] if td.groups is not None else None
+    y_te = y_e[te_e]
+
+    def interval(correct):
+        """95% intervals [..., 2] of the accuracies given correct [..., num_test]."""
+        return cluster_bootstrap_ci(correct, te_clusters, seed=seed)
+
+    header = {"task": task, "classes": td.classes, "probe_setting": setting_name(cfg),
+              "majority_accuracy": D.majority_accuracy(td),
+              "majority_accuracy_ci95": ci_list(interval(y_te == D.majority_class(td))),
+              "split_sizes": td.split_sizes(),
+              "speakers_per_class": D.speakers_per_class(td),
+              "interval": {"method": "percentile bootstrap", "level": LEVEL,
+                           "resamples": RESAMPLES,
+                           "resampled": "test speakers" if te_clusters is not None
+                           else "test utterances",
+                           "num_resampled": int(len(np.unique(te_clusters))
+                                                if te_clusters is not None else len(y_te))}}
+
+    # --- call 1: layer-wise task + control x lambdas x seeds, and the oracle x lambdas x seeds
     say("layer-wise probes")
     t = time.perf_counter()
     plan = plan.result()
-    outs = [_run_bands((Xall_j, Y, w, b, plan[0][:S], plan[1][:S],
-                        _initial_params(b, C, cfg, seed, S), Xe), bstat, f)
-             for (b, S), f in zip(calls1, futs1)]
+    P1, pred1 = _run_bands((Xall_j, Y, w, bands1, plan[0][:seeds], plan[1][:seeds],
+                            _initial_params(bands1, C, cfg, seed, seeds), Xe), bstat, fut1)
+    pred1 = np.asarray(pred1)                                       # [S, P1, N_eval]
     nl = L * 2 * G                                                  # layer probes
-    pred = np.asarray(outs[0][1])[:, :nl]                           # [S, L*2G, N_eval]
-    pred = pred.reshape(seeds, L, 2, G, -1).transpose(2, 1, 3, 0, 4)  # [T, L, G, S, N_eval]
-    labels = np.stack([y_e, ctrl[ev]])
-    dev_acc = np.stack([_acc(pred[t_], labels[t_], dv_e) for t_ in range(2)])   # [T, L, G, S]
-    best_g = dev_acc.mean(-1).argmax(-1)                                        # [T, L]
-    layer_rows, layer_lambdas, layer_std = [], [], []
-    for k, name in enumerate(names):
-        accs = {}
-        for t_ in range(2):
-            g = best_g[t_, k]
-            per_seed = [_metrics(pred[t_, k, g, s][te_e], labels[t_][te_e]) for s in range(seeds)]
-            accs[t_] = np.array(per_seed)
-        acc, f1 = accs[0].mean(0)
-        cacc = accs[1][:, 0].mean()
-        layer_rows.append({"name": name, "dim": dims[k], "accuracy": float(acc),
-                           "f1_macro": float(f1), "control_accuracy": float(cacc),
-                           "selectivity": float(acc - cacc)})
-        layer_lambdas.append(list(cfg.lambdas[best_g[0, k]]))
-        layer_std.append({"accuracy_std": float(accs[0][:, 0].std()),
-                          "control_accuracy_std": float(accs[1][:, 0].std())})
+    pred = pred1[:, :nl].reshape(seeds, L, 2, G, -1).transpose(2, 1, 3, 0, 4)  # [T,L,G,S,N_e]
+    layer_rows, layer_lambdas, layer_std = layerwise_results(
+        pred, np.stack([y_e, ctrl[ev]]), dv_e, te_e, names, dims, cfg, interval,
+        control_applies=not D.control_is_relabelling(td))
     timings["layerwise"] = time.perf_counter() - t
+    details = {"probe_setting": setting_name(cfg),
+               "config": {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                          "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
+                          "squared_l2": cfg.squared_l2,
+                          "lambdas": [list(l) for l in cfg.lambdas], "seeds": seeds,
+                          "seed": seed, "search_stride": search_stride},
+               "num_missing_labels": td.num_missing, "layer_lambdas": layer_lambdas,
+               "layer_seed_spread": layer_std, "timings_s": timings}
     if layerwise_only:
-        return ({"task": task, "classes": td.classes, "majority_accuracy": D.majority_accuracy(td),
-                 "split_sizes": td.split_sizes(), "layers": layer_rows},
-                {"layer_lambdas": layer_lambdas, "layer_seed_spread": layer_std,
-                 "num_missing_labels": td.num_missing, "timings_s": timings})
+        results = {**header, "layers": layer_rows}
+        results["convergence"] = convergence_diagnostic(results)
+        return results, details
 
     # --- oracle: all layers concatenated, the lambda chosen on dev (trained in call 1)
     say("oracle probe")
     t = time.perf_counter()
-    (Po, pred_o), bands_o, first = (outs[0], calls1[0][0], nl) if seeds == 1 else \
-        (outs[1], calls1[1][0], 0)
-    pred_o = np.asarray(pred_o)[0, first:first + G]                           # [G, N_eval]
-    g_o = int(_acc(pred_o, y_e, dv_e).argmax())
-    Po = jax.tree.map(lambda a: np.asarray(a)[0], Po)   # host indexing: nothing to compile
-    oracle_W = probe_weights(Po, bands_o, first + g_o, ntot)
-    oracle_b = Po["b"][first + g_o]
-    oracle_acc, oracle_f1 = _metrics(pred_o[g_o][te_e], y_e[te_e])
-    oracle_dev = float(_acc(pred_o[g_o], y_e, dv_e))
+    pred_o = pred1[:, nl:nl + G]                                    # [S, G, N_eval]
+    g_o = int(_acc(pred_o, y_e, dv_e).mean(0).argmax())
+    P1 = jax.tree.map(np.asarray, P1)   # host indexing: nothing to compile
+    oracle_Ws = [probe_weights(jax.tree.map(lambda a: a[s], P1), bands1, nl + g_o, ntot)
+                 for s in range(seeds)]
+    oracle_W, oracle_b = oracle_Ws[0], P1["b"][0][nl + g_o]
+    correct_o = pred_o[:, g_o][:, te_e] == y_te                     # [S, N_test]
+    oracle_f1 = float(np.mean([_metrics(pred_o[s, g_o][te_e], y_te)[1] for s in range(seeds)]))
+    oracle_dev = float(_acc(pred_o[:, g_o], y_e, dv_e).mean())
     lam = cfg.lambdas[g_o]
-    del outs, Po
+    del P1, pred1
     timings["oracle"] = time.perf_counter() - t
 
-    # --- ranking: NeuroX weight mass over the oracle; per-neuron probe accuracy as a second
+    # --- ranking: NeuroX weight mass over each seed's oracle (the first seed's is used, the
+    # others measure its stability); per-neuron probe accuracy as a second
     say("ranking")
     t = time.perf_counter()
-    ordering, cutoffs = R.weight_mass_ordering(oracle_W, search_stride)
+    orderings = [R.weight_mass_ordering(W_s, search_stride) for W_s in oracle_Ws]
+    ordering, cutoffs = orderings[0]
+    stability = (R.ranking_stability([o for o, _ in orderings]) if seeds > 1 else None)
     index = D.neuron_index(dims)
     neuron_dev_acc = None
     if per_neuron:
@@ -483,33 +494,37 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     pred2 = np.asarray(out2[1])[0]                                 # [P2, N_eval]
     del out2
     n1 = len(prefixes)
-    dev_p, test_p = _acc(pred2[:n1], y_e, dv_e), _acc(pred2[:n1], y_e, te_e)
-    test_2 = _acc(pred2, y_e, te_e)
-    retrain = {"top": {}, "bottom": {}, "random": {}}
-    for i, (pct, n) in enumerate(zip(ablation_pcts, pct_sizes)):
-        retrain["top"][str(pct)] = float(test_p[int(np.searchsorted(prefixes, n))])
-        retrain["bottom"][str(pct)] = float(test_2[bottom_ids[i]])
-        retrain["random"][str(pct)] = float(test_2[random_ids[i]])
-    at = np.searchsorted(prefixes, sizes)
-    dev_c, test_c = dev_p[at], test_p[at]
+    dev_p = _acc(pred2[:n1], y_e, dv_e)
+    correct2 = pred2[:, te_e] == y_te                              # [P2, N_test]
+    test_2, ci_2 = correct2.mean(-1), interval(correct2)
+    retrain_ids = {"top": np.searchsorted(prefixes, pct_sizes), "bottom": bottom_ids,
+                   "random": random_ids}
     # zero-out: the trained oracle with all but the kept neurons' weights zeroed (the same
     # selections as the retrains)
     sel_keys = [(how, pct) for pct in ablation_pcts for how in SELECTIONS]
     sel_masks = np.zeros((len(sel_keys), ntot), np.float32)
     for i, (how, pct) in enumerate(sel_keys):
         sel_masks[i, R.select(ordering, pct / 100.0, how, seed=seed)] = 1
-    te_rows = np.flatnonzero(te)
-    pred_z = zero_out_predictions(oracle_W, oracle_b, Xall[te_rows], sel_masks)
-    ablation = {"retrain": {how: {str(p): retrain[how][str(p)] for p in ablation_pcts}
-                            for how in SELECTIONS},
-                "zero_out": {how: {} for how in SELECTIONS}}
+    te_rows = ev[te_e]
+    correct_z = zero_out_predictions(oracle_W, oracle_b, Xall[te_rows], sel_masks) == y_te
+    test_z, ci_z = correct_z.mean(-1), interval(correct_z)
+    ablation = {mode: {how: {} for how in SELECTIONS} for mode in ("retrain", "zero_out")}
+    ablation_ci = {mode: {how: {} for how in SELECTIONS} for mode in ("retrain", "zero_out")}
+    for how in SELECTIONS:
+        for i, pct in enumerate(ablation_pcts):
+            p = int(retrain_ids[how][i])
+            ablation["retrain"][how][str(pct)] = float(test_2[p])
+            ablation_ci["retrain"][how][str(pct)] = ci_list(ci_2[p])
     for i, (how, pct) in enumerate(sel_keys):
-        ablation["zero_out"][how][str(pct)] = float(np.mean(pred_z[i] == y[te_rows]))
+        ablation["zero_out"][how][str(pct)] = float(test_z[i])
+        ablation_ci["zero_out"][how][str(pct)] = ci_list(ci_z[i])
     timings["ablation"] = time.perf_counter() - t
 
     # --- minimal subset: the smallest candidate whose dev accuracy reaches the target
     say("minimal subset")
     t = time.perf_counter()
+    at = np.searchsorted(prefixes, sizes)
+    dev_c, test_c = dev_p[at], test_2[:n1][at]
     target = oracle_dev * (1 - delta)
     hit = np.flatnonzero(dev_c >= target)
     pick = int(hit[0]) if len(hit) else len(sizes) - 1
@@ -520,40 +535,90 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     timings["total"] = time.perf_counter() - t0
 
     results = {
-        "task": task,
-        "classes": td.classes,
-        "majority_accuracy": D.majority_accuracy(td),
-        "split_sizes": td.split_sizes(),
+        **header,
         "layers": layer_rows,
-        "oracle": {"accuracy": oracle_acc, "f1_macro": oracle_f1},
+        "oracle": {"accuracy": float(correct_o.mean()),
+                   "accuracy_ci95": ci_list(interval(correct_o.mean(0))),
+                   "accuracy_seed_sd": float(correct_o.mean(-1).std()), "f1_macro": oracle_f1},
         "ranking": index[ordering].tolist(),
+        "ranking_stability": stability,
         "minimal_subset": {"delta": float(delta), "size": n_min, "fraction": n_min / ntot,
-                           "accuracy": float(test_c[pick]), "neurons": chosen.tolist(),
+                           "accuracy": float(test_c[pick]),
+                           "accuracy_ci95": ci_list(ci_2[at[pick]]), "neurons": chosen.tolist(),
                            "per_layer": per_layer},
         "ablation": ablation,
+        "ablation_ci95": ablation_ci,
     }
-    details = {
-        "config": {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                   "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
-                   "squared_l2": cfg.squared_l2, "lambdas": [list(l) for l in cfg.lambdas],
-                   "seeds": seeds, "seed": seed, "search_stride": search_stride},
-        "num_missing_labels": td.num_missing,
-        "layer_lambdas": layer_lambdas,
-        "layer_seed_spread": layer_std,
+    results["convergence"] = convergence_diagnostic(results)
+    details.update({
         "oracle_lambda": list(lam),
         "oracle_dev_accuracy": oracle_dev,
+        "oracle_seed_accuracy": correct_o.mean(-1).tolist(),
         "minimal_subset_found": bool(len(hit)),
         "subset_candidates": {"sizes": sizes.tolist(),
                               "dev_accuracy": [None if np.isnan(v) else v for v in dev_c],
                               "test_accuracy": [None if np.isnan(v) else v for v in test_c]},
         "ranking_cutoffs": cutoffs,
-        "timings_s": timings,
-    }
+        "ranking_stability": stability,
+        "convergence": results["convergence"],
+    })
     if neuron_dev_acc is not None:
         acc_order = R.accuracy_ordering(neuron_dev_acc)
         details["ranking_by_neuron_accuracy"] = index[acc_order].tolist()
         details["neuron_dev_accuracy"] = neuron_dev_acc.tolist()
     return results, details
+
+
+def layerwise_results(pred, labels, dev, test, names, dims, cfg: ProbeConfig, interval,
+                      control_applies: bool = True):
+    """The ``layers`` rows of results.json from the layer-wise predictions ``pred`` [T (task,
+    control), L, G (lambdas), S (seeds), N_eval] and ``labels`` [T, N_eval]: per layer and
+    label set the lambda with the best mean dev accuracy over seeds, then the seed-mean test
+    accuracy, its interval (``interval``, on the seed-averaged correctness) and seed spread.
+    Control accuracy and selectivity are None where the control task does not apply.
+    Returns (rows, lambdas chosen per layer, seed spread per layer)."""
+    T, L = pred.shape[:2]
+    dev_acc = np.stack([_acc(pred[t], labels[t], dev) for t in range(T)])   # [T, L, G, S]
+    best_g = dev_acc.mean(-1).argmax(-1)                                    # [T, L]
+    chosen = pred[np.arange(T)[:, None], np.arange(L)[None], best_g]        # [T, L, S, N_e]
+    correct = chosen[..., test] == labels[:, None, None, test]              # [T, L, S, N_t]
+    acc_seed = correct.mean(-1)                                             # [T, L, S]
+    ci = interval(correct.mean(2))                                          # [T, L, 2]
+    rows, lambdas, spread = [], [], []
+    for k, name in enumerate(names):
+        f1 = np.mean([_metrics(chosen[0, k, s][test], labels[0][test])[1]
+                      for s in range(chosen.shape[2])])
+        acc, cacc = float(acc_seed[0, k].mean()), float(acc_seed[1, k].mean())
+        rows.append({"name": name, "dim": int(dims[k]), "accuracy": acc,
+                     "accuracy_ci95": ci_list(ci[0, k]),
+                     "accuracy_seed_sd": float(acc_seed[0, k].std()), "f1_macro": float(f1),
+                     "control_accuracy": cacc if control_applies else None,
+                     "control_accuracy_ci95": ci_list(ci[1, k]) if control_applies else None,
+                     "selectivity": acc - cacc if control_applies else None})
+        lambdas.append(list(cfg.lambdas[best_g[0, k]]))
+        spread.append({"accuracy_std": float(acc_seed[0, k].std()),
+                       "control_accuracy_std": float(acc_seed[1, k].std())})
+    return rows, lambdas, spread
+
+
+def convergence_diagnostic(results: dict) -> dict:
+    """Flags of probes that did not learn what a converged probe would: layers whose test
+    accuracy is below the majority baseline (``below_majority``; ``..._significant`` when the
+    whole interval is below it), and an oracle whose interval lies below the best single
+    layer's accuracy (the oracle sees every layer, so a converged one is not worse).
+    ``ok`` is False when a significant flag is raised."""
+    maj = results["majority_accuracy"]
+    rows = results["layers"]
+    below = [r["name"] for r in rows if r["accuracy"] < maj]
+    below_sig = [r["name"] for r in rows if r.get("accuracy_ci95") and
+                 r["accuracy_ci95"][1] is not None and r["accuracy_ci95"][1] < maj]
+    oracle_below = None
+    if "oracle" in results:
+        best = max(r["accuracy"] for r in rows)
+        hi = results["oracle"]["accuracy_ci95"][1]
+        oracle_below = bool(hi is not None and hi < best)
+    return {"ok": not below_sig and not oracle_below, "below_majority": below,
+            "below_majority_significant": below_sig, "oracle_below_best_layer": oracle_below}
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -637,11 +702,17 @@ def layerwise_streaming(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, 
                             upd.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                             params, best[1]))
         pt, ti = predictions(best[1], D.TEST)
-        results[name_t] = [_metrics(pt[k], yv[ti]) for k in range(len(dims))]
+        cis = cluster_bootstrap_ci(pt == yv[ti], None if td.groups is None else td.groups[ti],
+                                   seed=seed)
+        results[name_t] = [_metrics(pt[k], yv[ti]) + (ci_list(cis[k]),)
+                           for k in range(len(dims))]
+    control = not D.control_is_relabelling(td)
     rows = []
     for k, name in enumerate(names):
-        acc, f1 = results["task"][k]
-        cacc = results["control"][k][0]
-        rows.append({"name": name, "dim": dims[k], "accuracy": acc, "f1_macro": f1,
-                     "control_accuracy": cacc, "selectivity": acc - cacc})
+        acc, f1, ci = results["task"][k]
+        cacc, _, cci = results["control"][k]
+        rows.append({"name": name, "dim": dims[k], "accuracy": acc, "accuracy_ci95": ci,
+                     "f1_macro": f1, "control_accuracy": cacc if control else None,
+                     "control_accuracy_ci95": cci if control else None,
+                     "selectivity": acc - cacc if control else None})
     return rows

@@ -67,3 +67,27 @@ def minimal_subset_sizes(num_neurons: int) -> np.ndarray:
     """Candidate subset sizes: 0.1%..10% in 0.1% steps, then 15, 20, ..., 90% (METHOD.md)."""
     fracs = np.concatenate([np.arange(1, 101) / 1000.0, np.arange(15, 95, 5) / 100.0])
     return np.unique(np.maximum(1, np.round(fracs * num_neurons).astype(np.int64)))
+
+
+def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
+    """Share of the top ``fraction`` of ordering ``a`` that is also in the top of ``b``."""
+    k = max(1, int(round(fraction * len(a))))
+    return len(np.intersect1d(a[:k], b[:k])) / k
+
+
+def ranking_stability(orderings, fractions=(0.01, 0.05)) -> dict:
+    """How far rankings from different seeds agree: the mean over seed pairs of the top-1% and
+    top-5% overlap, and of the Spearman correlation of the neurons' ranks (METHOD.md: a
+    neuron-level claim states it)."""
+    from itertools import combinations
+
+    from scipy.stats import spearmanr
+
+    pairs = list(combinations(range(len(orderings)), 2))
+    out = {"seeds": len(orderings)}
+    for f in fractions:
+        out[f"top{round(100 * f):g}_overlap"] = float(np.mean(
+            [top_overlap(orderings[i], orderings[j], f) for i, j in pairs]))
+    ranks = [np.argsort(o) for o in orderings]
+    out["spearman"] = float(np.mean([spearmanr(ranks[i], ranks[j])[0] for i, j in pairs]))
+    return out
