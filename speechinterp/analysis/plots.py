@@ -185,7 +185,7 @@ def study_layerwise_figure(summary, prop):
         ax.set_xlabel("layer")
         ax.set_ylabel("test accuracy")
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{prop}: layer-wise probing accuracy (bands: 95% CI, clustered by speaker)")
+    fig.suptitle(f"{prop}: layer-wise probing accuracy\n(bands: 95% CI)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -240,7 +240,7 @@ def study_ablation_figure(summary, pct="20", mode="retrain"):
         ax.set_ylabel("test accuracy")
         ax.set_title(name, fontsize=10)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Ablation ({mode}): keep {pct}% of neurons (error bars: 95% CI)")
+    fig.suptitle(f"Ablation ({mode}): keep {pct}% of neurons\n(error bars: 95% CI)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -273,7 +273,7 @@ def eer_figure(summary):
     eer = summary.get("eer") or {}
     if not eer:
         return None
-    styles = encoder_styles({n: summary["encoders"].get(n, {}) for n in eer})
+    styles = encoder_styles({**{n: {} for n in eer}, **summary["encoders"]})   # same hues
     fig, ax = plt.subplots(figsize=(8.5, 4))
     for name in paired_order({n: summary["encoders"].get(n, {}) for n in eer}):
         e, st = eer[name], styles[name]
@@ -319,7 +319,7 @@ def bias_figure(summary):
         ax.set_ylim(0, 1.02)
         ax.set_title(name, fontsize=10)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Bias: masking neurons inside the task model (error bars: 95% CI)")
+    fig.suptitle("Bias: masking neurons inside the task model\n(error bars: 95% CI)", fontsize=10)
     fig.tight_layout()
     return fig
 
