@@ -279,6 +279,50 @@ def gender_bias(cfg, encs, manifest):
     return out
 
 
+def task_models(encs) -> dict:
+    """Each task CNN's accuracy on its own task's test utterances (``test_predictions.csv``
+    written by train_encoder), with a 95% interval clustered by speaker, next to the majority
+    baseline and its random-weights copy on the same utterances. A model has ``learned`` its
+    task when its interval lies above both the majority and the random copy's interval."""
+    from speechinterp import checkpoint, encoders
+    from speechinterp.analysis.bias import predict_classes
+    from speechinterp.audio import load_audio
+    from speechinterp.bootstrap import ci_list, cluster_bootstrap_ci
+    out = {}
+    for name, e in encs.items():
+        if e["kind"] != "task_cnn" or e["random"]:
+            continue
+        meta = checkpoint.read_encoder_meta(e["dir"])
+        with open(os.path.join(e["dir"], "test_predictions.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        speakers = [r.get("speaker") or "" for r in rows]
+        clusters = speakers if all(speakers) else None
+        labels = np.array([r["label"] for r in rows])
+        correct = labels == np.array([r["predicted"] for r in rows])
+        tm = {"property": e["trained_for"], "test_utterances": len(rows),
+              "test_speakers": len(set(speakers)) if clusters else None,
+              "test_accuracy": float(correct.mean()),
+              "test_accuracy_ci95": ci_list(cluster_bootstrap_ci(correct, clusters)),
+              "majority_accuracy": meta.get("majority_accuracy"),
+              "epochs_run": meta.get("epochs_run"), "best_epoch": meta.get("best_epoch"),
+              "random_test_accuracy": None, "random_test_accuracy_ci95": None}
+        rand = next((n for n, r in encs.items() if r.get("base") == name), None)
+        if rand:
+            enc = encoders.load(encs[rand]["dir"])
+            waves = [load_audio(r["path"], enc.sample_rate) for r in rows]
+            pred = np.array(enc.config.classes)[predict_classes(enc, waves)]
+            rc = labels == pred
+            tm["random_test_accuracy"] = float(rc.mean())
+            tm["random_test_accuracy_ci95"] = ci_list(cluster_bootstrap_ci(rc, clusters))
+        floor = max([tm["majority_accuracy"] or 0.0]
+                    + ([tm["random_test_accuracy_ci95"][1]] if rand else []))
+        tm["learned"] = bool(tm["test_accuracy_ci95"][0] > floor)
+        out[name] = tm
+        if rand:
+            out[rand] = tm
+    return out
+
+
 def write_report(out, summary, config):
     from speechinterp.analysis import plots, report
     fig_dir = os.path.join(out, "figures")
@@ -308,9 +352,10 @@ def main(argv):
     encs.update(train_cnns(cfg, out, manifest, corpus_key))
     if cfg.random_baselines:
         encs.update(random_baselines(cfg, out, encs))
-    from speechinterp import checkpoint
+    from speechinterp import checkpoint, encoders
     for e in encs.values():
         e["family"] = checkpoint.read_encoder_meta(e["dir"])["family"]
+        e["architecture"] = encoders.architecture(e["family"])
     extract_all(cfg, out, encs, manifest, corpus_key)
     probe_all(cfg, out, encs)
     t = time.perf_counter()
@@ -318,6 +363,8 @@ def main(argv):
                "eer": verification(cfg, encs)}
     summary["overlap"], summary["redundancy"] = overlap_and_redundancy(encs)
     summary["bias"] = gender_bias(cfg, encs, manifest)
+    for name, tm in task_models(encs).items():
+        summary["encoders"][name]["task_model"] = tm
     STAGE_TIMES["analysis"] = time.perf_counter() - t
     from speechinterp.analysis import findings
     summary["findings"] = findings.evaluate(summary)

@@ -15,5 +15,6 @@ def get_config():
     c.cnn.batch_size = 16
     c.extract.batch_size = 8
     c.probe.config = "neurox"
+    c.probe.seeds = 2
     c.verification.max_trials = 2000
     return c
