@@ -4,8 +4,12 @@
         [--voices=espeak,flite,festival]
 
 Writes DIR/wav/*.wav (16 kHz) and DIR/utterances.csv with utt_id, path, split (speaker-disjoint,
-stratified by accent), speaker, gender, language, accent (English utterances only), channel,
-text and the voice settings. The same seed gives byte-identical output.
+stratified by accent and balanced by gender, ``builtin.split_speakers``), speaker, gender,
+language, accent (English utterances only), channel, text and the voice settings (variant, pitch,
+range, rate and ``warp``, a formant scale applied by resampling). Many speakers with a few
+utterances each: ``small`` has 168 speakers x 12 utterances, 6 dev and 6 test speakers per accent.
+Prints, and writes to DIR/speakers_per_class.json, the distinct speakers per class and split for
+gender, accent, language and channel. The same seed gives byte-identical output.
 
 ``--voices=flite,festival`` (or ``flite:slt``, ``festival:kal_diphone``, ...) adds the installed
 Flite / Festival voices as extra speakers (``flite_slt``, ...; English, every channel, gender
@@ -14,6 +18,7 @@ Flite's kal and Festival's kal_diphone, in one split); the espeak part is unchan
 missing ``flite`` / ``festival`` / ``text2wave`` program is an error naming it.
 """
 import csv
+import json
 import os
 
 import numpy as np
@@ -44,9 +49,7 @@ def main(argv):
     os.makedirs(os.path.join(FLAGS.out, "wav"), exist_ok=True)
     n_espeak = len(rows) - sum(1 for r in rows if r["speaker"] in {v.name for v in extra})
     spk = np.array([r["speaker"] for r in rows[:n_espeak]])
-    home = {r["speaker"]: r["accent"] for r in rows[:n_espeak] if r["accent"]}
-    acc = np.array([home[s] for s in spk])
-    split = speaker_disjoint_split(acc, spk, FLAGS.seed)
+    split = builtin.split_speakers(rows[:n_espeak], FLAGS.seed, size=FLAGS.size)
     if len(rows) > n_espeak:   # extra voices: their own split, by person, stratified by gender
         ext = rows[n_espeak:]
         person = {v.name: v.person for v in extra}
@@ -60,8 +63,9 @@ def main(argv):
         if i < n_espeak:
             wav = espeak.synthesize(r["text"], r["voice"], r["rate"], r["pitch"],
                                     r["pitch_range"], seed=FLAGS.seed * 100003 + i)
-            x = librosa.resample(wav.astype(np.float32) / 32768.0, orig_sr=sr_in,
-                                 target_sr=16000)
+            # the speaker's formant warp: played as if recorded at sr_in * warp
+            x = librosa.resample(wav.astype(np.float32) / 32768.0,
+                                 orig_sr=sr_in * float(r["warp"]), target_sr=16000)
         else:
             try:
                 wav, sr = builtin.synthesize_external(r)
@@ -73,13 +77,18 @@ def main(argv):
         r["split"] = SPLIT_NAMES[split[i]]
         sf.write(os.path.join(FLAGS.out, r["path"]), y, 16000, subtype="PCM_16")
     cols = ["utt_id", "path", "split", "speaker", "gender", "language", "accent", "channel",
-            "text", "voice", "pitch", "pitch_range", "rate"]
+            "text", "voice", "pitch", "pitch_range", "rate", "warp"]
     tmp = os.path.join(FLAGS.out, "utterances.csv.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, cols)
         w.writeheader()
         w.writerows({c: r[c] for c in cols} for r in rows)
     os.replace(tmp, os.path.join(FLAGS.out, "utterances.csv"))
+    counts = builtin.speakers_per_class(rows, [r["split"] for r in rows])
+    with open(os.path.join(FLAGS.out, "speakers_per_class.json"), "w") as f:
+        json.dump(counts, f, indent=1)
+    print("distinct speakers per class and split:")
+    print(builtin.speakers_table(counts))
     by_engine = ", ".join(f"{sum(1 for v in extra if v.engine == e)} from {e}"
                           for e in external_tts.ENGINES if any(v.engine == e for v in extra))
     print(f"{len(rows)} utterances, {len(set(spk))} speakers -> {FLAGS.out}"
