@@ -14,6 +14,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,9 +64,56 @@ def run_stage(out: str, name: str, inputs, fn):
 def run_module(module: str, *args: str) -> None:
     cmd = [sys.executable, "-m", module, *args]
     logging.info("running %s", " ".join(cmd))
-    r = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if r.returncode != 0:
-        raise RuntimeError(f"{module} failed (exit {r.returncode}): {' '.join(cmd)}")
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (run_logged(cmd, cwd, LOG_FILE) if LOG_FILE
+            else subprocess.run(cmd, cwd=cwd).returncode)
+    if code != 0:
+        raise RuntimeError(f"{module} failed (exit {code}): {' '.join(cmd)}")
+
+
+# ----------------------------------------------------------------------------- logging
+LOG_FILE = None                  # OUT/study.log once main has called setup_logging
+_INFO_LINE = re.compile(rb"^[ID]\d{4} \d\d:\d\d:\d\d")     # absl INFO / DEBUG line
+
+
+def setup_logging(out: str) -> str:
+    """Library INFO lines (absl, orbax, jax) go to OUT/study.log only; the console keeps the
+    study's stage lines, progress bars and warnings (--logtostderr / --stderrthreshold win)."""
+    global LOG_FILE
+    LOG_FILE = os.path.join(out, "study.log")
+    if not FLAGS["logtostderr"].value:
+        logging.get_absl_handler().python_handler.stream = open(LOG_FILE, "a", encoding="utf-8")
+        if not FLAGS["stderrthreshold"].present:
+            logging.set_stderrthreshold("warning")
+    return LOG_FILE
+
+
+def run_logged(cmd, cwd, log_file) -> int:
+    """Run ``cmd``: its absl INFO lines go to ``log_file``; the rest of its stderr (progress
+    bars, warnings) to the console, and its finished lines to ``log_file`` too."""
+    p = subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE)
+    buf, info = b"", False
+    with open(log_file, "ab") as log:
+        while True:
+            chunk = os.read(p.stderr.fileno(), 65536)
+            buf += chunk
+            end = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1 if chunk else len(buf)
+            for seg in re.findall(rb"[^\r\n]*(?:\r|\n|$)", buf[:end]):
+                if not seg:
+                    continue
+                if seg[:1] in b"IDWEF" and re.match(rb"^[IDWEF]\d{4} ", seg):
+                    info = bool(_INFO_LINE.match(seg))
+                elif seg.endswith(b"\r"):               # a progress bar's refresh
+                    info = False
+                if not info:
+                    sys.stderr.buffer.write(seg)
+                    sys.stderr.flush()
+                if seg.endswith(b"\n"):
+                    log.write(seg)
+            buf = buf[end:]
+            if not chunk:
+                break
+    return p.wait()
 
 
 # ----------------------------------------------------------------------------- stages
@@ -346,6 +394,7 @@ def main(argv):
     cfg = FLAGS.config
     out = os.path.abspath(FLAGS.out)
     os.makedirs(out, exist_ok=True)
+    print(f"[study] library logs: {setup_logging(out)}", flush=True)
     t0 = time.perf_counter()
     manifest, corpus_key = build_corpus(cfg, out)
     encs = convert_pretrained(cfg, out)
