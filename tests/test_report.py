@@ -62,7 +62,8 @@ def make_summary(ci=True):
     if ci:
         tm = {"property": "accent", "test_accuracy": 0.812, "test_accuracy_ci95": [0.771, 0.85],
               "majority_accuracy": 0.143, "random_test_accuracy": 0.15,
-              "random_test_accuracy_ci95": [0.1, 0.2], "learned": True}
+              "random_test_accuracy_ci95": [0.1, 0.2], "learned": True,
+              "test_utterances": 120, "test_speakers": 14, "epochs_run": 30, "best_epoch": 22}
         encs["cnn_accent"]["task_model"] = tm
         encs["cnn_accent_random"]["task_model"] = tm
     bias = {"task": "accent", "protected": "gender", "masked_neurons": 3, "utterances": 50,
@@ -106,7 +107,7 @@ def test_markdown_tables(ci):
         assert "0.900 [0.850, 0.940] ± 0.010" in md and "probe setting `default`" in md
         assert "| test | 6 | 7 |" in md                          # speakers per class
         assert "below the majority: l0" in md and "top-1% overlap 0.800" in md
-        assert "learned its task" in md and "| yes |" in md
+        assert "learned its task" in md and "| yes |" in md and "| 120 (14) | 30 (22) |" in md
         assert "0.600 [0.550, 0.640]" in md                      # the random copy's layer
     else:
         assert "| cnn_accent | accent | f | - | - | 0.812 |" in md

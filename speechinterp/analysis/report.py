@@ -52,12 +52,19 @@ def markdown(summary, figure_names, config) -> str:
     L.append(f"Encoders: {', '.join(sorted(encs))}. Corpus: `{summary.get('corpus_manifest')}`. "
              f"Total time {summary.get('total_time_s', 0):.0f} s.")
     L += [""] + HOW_TO_READ[:-1] + [""] + _task_models_section(summary)[:-1]
-    L += ["", "## Findings", "", "| # | finding | on this data | evidence | figure |",
-          "| --- | --- | --- | --- | --- |"]
+    from speechinterp.analysis.findings import AGGREGATION, ENCODED, UNDECIDED_WHEN
+    L += ["", "## Findings", "",
+          "| # | finding (about) | criterion | outcome per encoder | overall | figure |",
+          "| --- | --- | --- | --- | --- | --- |"]
     for i, f in enumerate(summary["findings"], 1):
-        fig = f"![](figures/{f['figure']})" if f["figure"] in figure_names else "-"
-        L.append(f"| {i} | {f['finding']} | **{_verdict(f['holds'])}** | {f['evidence']} | "
-                 f"`{f['figure']}` |")
+        per = "; ".join(f"`{k}`: {v['outcome']} ({v['why']})"
+                        for k, v in f.get("per_encoder", {}).items()) or f["evidence"]
+        overall = f.get("outcome") or _verdict(f["holds"])
+        why = f" ({f['why']})" if overall == "undecided" and f.get("why") else ""
+        about = f" ({f['about']})" if f.get("about") else ""
+        L.append(f"| {i} | {f['finding']}{about} | {f.get('criterion', '-')} | "
+                 f"{per.replace('|', '/')} | **{overall}**{why} | `{f['figure']}` |")
+    L += ["", f"How the verdicts are reached: {ENCODED}. {UNDECIDED_WHEN} {AGGREGATION}"]
     L += ["", LIMITS, "", "## Figures", ""]
     for name in figure_names:
         L += [f"### {name[:-4].replace('_', ' ')}", "", f"![{name}](figures/{name})", ""]
@@ -116,6 +123,11 @@ def _acc(x, ci=None, sd=None) -> str:
     return s + (f" ± {sd:.3f}" if sd is not None else "")
 
 
+def _count(n, inner=None) -> str:
+    """``120 (14)``; ``-`` where not recorded."""
+    return ("-" if n is None else str(n)) + (f" ({inner})" if inner is not None else "")
+
+
 def _task_models_section(summary) -> list:
     rows = [(n, e) for n, e in sorted(summary["encoders"].items())
             if e.get("kind") == "task_cnn" and not e.get("random")]
@@ -125,15 +137,19 @@ def _task_models_section(summary) -> list:
          "Each task-oriented CNN on the test split of its own task, next to the majority class "
          "and its random-weights copy. A finding that rests on a task model that did not learn "
          "its task is undecided.", "",
-         "| task model | task | test accuracy [95% CI] | majority | random copy [95% CI] | "
-         "learned its task |", "| --- | --- | ---: | ---: | ---: | --- |"]
+         "| task model | task | test utterances (speakers) | epochs (best) | "
+         "test accuracy [95% CI] | majority | random copy [95% CI] | learned its task |",
+         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for n, e in rows:
         t = e.get("task_model")
         if not t:
-            L.append(f"| {n} | {e.get('trained_for', '-')} | not recorded | - | - | unknown |")
+            L.append(f"| {n} | {e.get('trained_for', '-')} | - | - | not recorded | - | - | "
+                     "unknown |")
             continue
         learned = {True: "yes", False: "**no**"}.get(t.get("learned"), "unknown")
-        L.append(f"| {n} | {t.get('property', e.get('trained_for', '-'))} | "
+        size = _count(t.get("test_utterances"), t.get("test_speakers"))
+        epochs = _count(t.get("epochs_run"), t.get("best_epoch"))
+        L.append(f"| {n} | {t.get('property', e.get('trained_for', '-'))} | {size} | {epochs} | "
                  f"{_acc(t.get('test_accuracy'), t.get('test_accuracy_ci95'))} | "
                  f"{_f(t.get('majority_accuracy'))} | "
                  f"{_acc(t.get('random_test_accuracy'), t.get('random_test_accuracy_ci95'))} | "
