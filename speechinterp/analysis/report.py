@@ -23,8 +23,8 @@ LIMITS = (
     "'accent' is espeak's English accent rules, a stand-in for dialect; channels are simulated "
     "with real codecs and simple acoustics. Findings on this data are about these encoders' "
     "response to such variation, not a replication of the paper's numbers on VoxCeleb / ADI17. "
-    "The task CNNs are trained briefly on about a thousand utterances, far from the paper's "
-    "models.")
+    "The task CNNs are small and trained on this corpus only, far from the paper's models; "
+    "the Task models table shows how well each learned its own task.")
 
 
 def make_figures(summary) -> dict:
@@ -369,4 +369,5 @@ def _inline(text: str, figure_dir: str) -> str:
             return f"<img src='data:image/png;base64,{data}' alt='{html.escape(m.group(1))}'>"
     t = html.escape(text)
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
