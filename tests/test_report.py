@@ -144,3 +144,47 @@ def test_old_summary_without_new_keys():
     s2 = copy.deepcopy(s)
     md = report.markdown(s2, [], {})
     assert "not recorded" in md and "{'" not in md
+
+
+def test_bias_counts_and_clustered_intervals():
+    import numpy as np
+
+    from speechinterp.analysis import bias
+    spk = np.repeat(np.arange(12), 20).astype(str)
+    g = np.where(np.repeat(np.arange(12), 20) % 2, "f", "m")
+    y = np.zeros(240, int)
+    right = np.repeat(np.arange(12) % 3 != 0, 20)               # all-or-nothing per speaker
+    preds = {"accuracy": np.where(right, 0, 1), "masked": np.where(right & (g == "m"), 0, 1),
+             "random_masked": np.where(right, 0, 1)}
+    r = bias.bias_from_predictions(preds, y, g, spk)
+    assert r["counts"] == {"f": {"utterances": 120, "speakers": 6},
+                           "m": {"utterances": 120, "speakers": 6}}
+    assert r["clustered_by"] == "speaker" and r["masked"]["f"] == 0 and r["masked_drop"]["gap"] > 0
+    for key in ("accuracy_ci95", "masked_ci95", "random_masked_ci95", "masked_drop_ci95"):
+        for grp in ("f", "m", "all"):
+            lo, hi = r[key][grp]
+            point = r[key[:-5]][grp]
+            assert lo <= point + 1e-9 and point - 1e-9 <= hi
+    assert r["gap_ci95"][0] <= 0 <= r["gap_ci95"][1]
+    lo, hi = r["masked_drop_gap_ci95"]
+    assert lo <= r["masked_drop"]["gap"] <= hi
+    flat = bias.bias_from_predictions(preds, y, g, None)     # utterances: far too narrow
+    width = lambda x: x["accuracy_ci95"]["f"][1] - x["accuracy_ci95"]["f"][0]
+    assert flat["clustered_by"] == "utterance" and flat["counts"]["f"]["speakers"] is None
+    assert width(r) > 2 * width(flat)
+
+
+def test_study_log_routes_library_info_lines(tmp_path, capfd):
+    import sys
+
+    from experiments import run_study
+    script = ("import sys; e = sys.stderr.write; "
+              "e('I1201 10:00:00.1 1 orbax.py:1] saved\\nsecond line\\n'); "
+              "e('\\rbar 1/2\\rbar 2/2\\n'); e('W1201 10:00:01.1 1 x.py:2] careful\\n')")
+    log = tmp_path / "study.log"
+    assert run_study.run_logged([sys.executable, "-c", script], str(tmp_path), str(log)) == 0
+    err = capfd.readouterr().err
+    assert "saved" not in err and "second line" not in err
+    assert "bar 2/2" in err and "careful" in err
+    text = log.read_text()
+    assert "saved" in text and "second line" in text and "careful" in text
