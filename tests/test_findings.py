@@ -149,14 +149,15 @@ def test_shared_neurons():
 
 
 # ----------------------------------------------------------------------------- 7
-def _bias(gap, drop, learned=True):
+def _bias(gap, drop, learned=True, spk=6):
     return {"encoders": {"cnn_accent": enc("task_cnn", "cnn", {"gender": res([ENC] * 2)},
                                            learned, "accent")},
             "bias": {"cnn_accent": {
                 "task": "accent", "protected": "gender", "masked_neurons": 3, "utterances": 60,
                 "accuracy": {"female": 0.8, "male": 0.7, "all": 0.75, "gap": 0.1},
                 "masked": {}, "random_masked": {}, "masked_drop": {"gap": 0.0},
-                "counts": {"female": 30, "male": 30},
+                "counts": {"female": {"utterances": 30, "speakers": spk},
+                           "male": {"utterances": 30, "speakers": spk}},
                 "accuracy_ci95": {"female": [0.7, 0.9], "male": [0.6, 0.8]},
                 "gap_ci95": gap, "masked_drop_gap_ci95": drop}}}
 
@@ -166,7 +167,12 @@ def test_gender_bias():
     assert outcome(_bias([-0.03, 0.04], [-0.01, 0.02]), 7) == N
     assert outcome(_bias([-0.1, 0.2], [-0.01, 0.01]), 7) == U
     f = finding(_bias([0.02, 0.18], [-0.01, 0.01]), 7)
-    assert "n=30" in f["evidence"] and "[0.020, 0.180]" in f["evidence"]
+    assert "n=30, 6 speakers" in f["evidence"] and "[0.020, 0.180]" in f["evidence"]
+    f = finding(_bias([0.02, 0.18], [-0.01, 0.01], spk=2), 7)
+    assert f["outcome"] == U and "not testable: female has 2" in f["evidence"]
+    s = _bias([0.02, 0.18], [-0.01, 0.01])
+    s["bias"]["cnn_accent"]["counts"] = {"female": 30, "male": 30}   # plain counts also read
+    assert outcome(s, 7) == H
 
 
 # ----------------------------------------------------------------------------- 8

@@ -308,7 +308,7 @@ def dialect_task_oriented(summary, prop="accent"):
         why = (f"best layer {best['name']} {_fmt(best)} ({'upper' if upper else 'lower'} half "
                f"of {n}) vs {_maj_text(res)}"
                + ("" if own != NOT else f"; {prop} not encoded in its upper layers")
-               + "; others: " + ("; ".join(f"{t}: {c}" for c, t in cmp) or "none probed"))
+               + "; others: " + ("; ".join(f"{t} ({c})" for c, t in cmp) or "none probed"))
         if own == NOT or any(c == "above" for c, _ in cmp):
             per[name] = _out(NOT, why)
         elif own == HOLDS and cmp and all(c == "below" for c, _ in cmp):
@@ -398,13 +398,24 @@ def gender_bias(summary):
         res = e.get("probes", {}).get(prot)
         bad = task_model_problem(name, e) or (probe_problem(res, prot, intervals=False)
                                               if res else None)
-        counts = b.get("counts") or {}
-        if not bad and any(n == 0 for n in counts.values()):
-            bad = f"a {prot} group has no test utterance ({counts})"
+        counts = {g: c if isinstance(c, dict) else {"utterances": c}
+                  for g, c in (b.get("counts") or {}).items()}
+        few = {g: c["speakers"] for g, c in counts.items()
+               if c.get("speakers") is not None and c["speakers"] < MIN_SPEAKERS}
+        if not bad and few:
+            bad = (f"{prot} not testable: " + ", ".join(f"{g} has {k}" for g, k in sorted(
+                few.items())) + f" test speaker(s) (< {MIN_SPEAKERS})")
+        if not bad and any(not c.get("utterances") for c in counts.values()):
+            bad = f"a {prot} group has no test utterance"
+
+        def n_of(g):
+            c = counts.get(g)
+            return "" if not c else f" (n={c.get('utterances')}" + (
+                f", {c['speakers']} speakers)" if c.get("speakers") is not None else ")")
         gap, drop = _pair(b.get("gap_ci95")), _pair(b.get("masked_drop_gap_ci95"))
         acc = b.get("accuracy", {})
-        why = ", ".join(f"{g} {acc[g]:.3f}" + (f" (n={counts[g]})" if g in counts else "")
-                        for g in sorted(acc) if g not in ("all", "gap"))
+        why = ", ".join(f"{g} {acc[g]:.3f}{n_of(g)}" for g in sorted(acc)
+                        if g not in ("all", "gap"))
         why += (f"; gap {_num(acc.get('gap', float('nan')), gap)}; masked-drop gap "
                 f"{_num(b.get('masked_drop', {}).get('gap', float('nan')), drop)}")
         if bad:
@@ -481,7 +492,7 @@ def cnn_competitive(summary, tolerance=CNN_TOLERANCE):
     return per, None if per else "no property probed in both a task CNN and a Transformer"
 
 
-_ABOUT_DIST = "every trained (not random-weights) encoder probed for {prop}"
+_ABOUT_DIST = "every trained encoder probed for {prop}, not the random-weights copies"
 FINDINGS = [
     ("Channel information is distributed across the network",
      lambda s: distributed(s, "channel"), CRITERIA["distributed"].format(prop="channel"),
@@ -493,8 +504,8 @@ FINDINGS = [
      "every trained encoder and property with ablation results", "ablation.png"),
     ("Dialect (accent) information is encoded only in the task-oriented network, in its upper "
      "layers", dialect_task_oriented, CRITERIA["dialect"],
-     "the task network trained for accent (compared with every other trained encoder probed "
-     "for accent)", "layerwise_accent.png"),
+     "the task network trained for accent, compared with every other trained encoder probed "
+     "for accent", "layerwise_accent.png"),
     ("Minimal neuron subsets exist", minimal_subsets_exist, CRITERIA["minimal"],
      "every trained encoder and property with a minimal subset", "minimal_subset_heatmap.png"),
     ("Salient neurons are sometimes shared between properties", shared_neurons,
@@ -504,7 +515,7 @@ FINDINGS = [
      "the task models with a bias analysis", "bias.png"),
     ("Pretrained models capture speaker-invariant information", speaker_invariant,
      CRITERIA["invariant"].format(prop="language"),
-     "pretrained Transformer encoders (not pitch trackers or speaker encoders)",
+     "pretrained Transformer encoders, not pitch trackers or speaker encoders",
      "layerwise_language.png"),
     ("CNNs are competitive with Transformers on these properties", cnn_competitive,
      CRITERIA["competitive"], "task CNNs, each against the best Transformer-architecture "
