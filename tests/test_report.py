@@ -29,8 +29,14 @@ def _probe(accs, speaker=False, trained=True, ci=True):
         r["majority_accuracy_ci95"] = [0.4, 0.6]
         r["speakers_per_class"] = {"train": {"a": 10, "b": 11}, "dev": {"a": 6, "b": 6},
                                    "test": {"a": 6, "b": 7}}
-        r["convergence"] = {"ok": False, "below_majority": ["l0"],
+        r["convergence"] = {"ok": False, "below_majority": ["l0", "l1"],
+                            "below_majority_significant": ["l0"],
                             "oracle_below_best_layer": False}
+        r["interval"] = {"method": "percentile bootstrap", "level": 0.95, "resamples": 1000,
+                         "resampled": "test speakers", "num_resampled": 13}
+        for l in r["layers"]:
+            if l["control_accuracy"] is not None:
+                l["control_accuracy_ci95"] = [0.25, 0.35]
     if trained:
         pcts = {"10": 0.7, "20": 0.8}
         r["oracle"] = {"accuracy": 0.9, "f1_macro": 0.89}
@@ -106,7 +112,9 @@ def test_markdown_tables(ci):
         assert "| cnn_accent | accent | f | 20 | 6 | 0.812 [0.700, 0.900] |" in md
         assert "0.900 [0.850, 0.940] ± 0.010" in md and "probe setting `default`" in md
         assert "| test | 6 | 7 |" in md                          # speakers per class
-        assert "below the majority: l0" in md and "top-1% overlap 0.800" in md
+        assert "below the majority beyond the interval: l0" in md
+        assert "within the interval: l1" in md and "top-1% overlap 0.800" in md
+        assert "over 13 test speakers, 1000 resamples" in md and "0.300 [0.250, 0.350]" in md
         assert "learned its task" in md and "| yes |" in md and "| 120 (14) | 30 (22) |" in md
         assert "0.600 [0.550, 0.640]" in md                      # the random copy's layer
     else:

@@ -177,14 +177,21 @@ def _speakers_table(spc) -> list:
 def _convergence(c) -> str:
     if not c:
         return "not recorded"
-    if c.get("ok"):
-        return "ok"
+    sig = c.get("below_majority_significant")
+    below = c.get("below_majority") or []
+    within = [n for n in below if sig is not None and n not in sig]
     flags = []
-    if c.get("below_majority"):
-        flags.append("below the majority: " + ", ".join(c["below_majority"]))
+    if sig:
+        flags.append("below the majority beyond the interval: " + ", ".join(sig))
+    elif below and sig is None:
+        flags.append("below the majority: " + ", ".join(below))
     if c.get("oracle_below_best_layer"):
         flags.append("oracle below the best single layer by more than its interval")
-    return "**flagged**: " + "; ".join(flags or ["not converged"])
+    note = (f" (below the majority within the interval: {', '.join(within)})"
+            if within else "")
+    if c.get("ok"):
+        return "ok" + note
+    return "**flagged**: " + "; ".join(flags or ["not converged"]) + note
 
 
 def _stability(r) -> str:
@@ -194,11 +201,19 @@ def _stability(r) -> str:
             f"{_f(r.get('top5_overlap'))} across {r.get('seeds', '?')} seeds")
 
 
+def _interval_note(iv) -> str:
+    if not iv:
+        return ""
+    return (f" Intervals: {round(100 * iv.get('level', 0.95))}% {iv.get('method', 'bootstrap')}"
+            f" over {iv.get('num_resampled', '?')} {iv.get('resampled', 'test units')}, "
+            f"{iv.get('resamples', '?')} resamples.")
+
+
 def _layer_table(res, rnd) -> tuple[list, bool]:
     """The layer table of one encoder and property; also whether a n/a footnote is due."""
     rl = {l["name"]: l for l in (rnd or {}).get("layers", [])}
     L = ["| layer | dim | accuracy [95% CI] ± seed sd | random weights [95% CI] | macro-F1 | "
-         "control | selectivity |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+         "control [95% CI] | selectivity |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     na = False
     for l in res["layers"]:
         r = rl.get(l["name"])
@@ -206,7 +221,8 @@ def _layer_table(res, rnd) -> tuple[list, bool]:
         L.append(f"| {l['name']} | {l.get('dim', '-')} | "
                  f"{_acc(l['accuracy'], l.get('accuracy_ci95'), l.get('accuracy_seed_sd'))} | "
                  f"{_acc(r['accuracy'], r.get('accuracy_ci95')) if r else '-'} | "
-                 f"{_f(l.get('f1_macro'))} | {_f(l.get('control_accuracy'))} | "
+                 f"{_f(l.get('f1_macro'))} | "
+                 f"{_acc(l.get('control_accuracy'), l.get('control_accuracy_ci95'))} | "
                  f"{_f(l.get('selectivity'), signed=True)} |")
     return L, na
 
@@ -226,7 +242,8 @@ def _layerwise_section(summary) -> list:
               f"{len(first.get('classes', []))} classes; majority "
               f"{_acc(first['majority_accuracy'], first.get('majority_accuracy_ci95'))}; "
               f"probe setting `{first.get('probe_setting', 'not recorded')}`; split sizes "
-              + (", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded") + ".", ""]
+              + (", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded") + "."
+              + _interval_note(first.get("interval")), ""]
         L += _speakers_table(first.get("speakers_per_class"))
         footnote = False
         for name, e in have:
@@ -243,7 +260,8 @@ def _layerwise_section(summary) -> list:
                 notes.append(f"probe setting `{res['probe_setting']}`")
             if "oracle" in res:
                 o = res["oracle"]
-                notes.append(f"oracle (all layers) {_acc(o['accuracy'], o.get('accuracy_ci95'))}")
+                notes.append("oracle (all layers) "
+                             + _acc(o["accuracy"], o.get("accuracy_ci95"), o.get("accuracy_seed_sd")))
             ms = res.get("minimal_subset")
             if ms:
                 notes.append(f"minimal subset {ms['size']} neurons "
