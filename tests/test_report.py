@@ -100,7 +100,12 @@ def make_summary(ci=True):
 
 @pytest.mark.parametrize("ci", [True, False])
 def test_markdown_tables(ci):
-    md = report.markdown(make_summary(ci), ["bias.png"], {})
+    s = make_summary(ci)
+    if ci:   # two test speakers of class b: confounded with speaker identity
+        s["encoders"]["cnn_accent"]["probes"]["gender"]["speakers_per_class"]["test"]["b"] = 2
+    md = report.markdown(s, ["bias.png"], {})
+    assert ("**Confounded with speaker identity**: fewer than 3 speakers in b (test: 2)"
+            in md) == ci
     assert "{'" not in md and "0.8123456789" not in md
     assert "## How to read this report" in md and "Hewitt & Liang 2019" in md
     assert "## Layer-wise results" in md and "## Bias" in md

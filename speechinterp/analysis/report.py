@@ -171,6 +171,12 @@ def _speakers_table(spc) -> list:
     for s in splits:
         L.append(f"| {s} | " + " | ".join(str((spc[s] or {}).get(c, 0)) for c in classes)
                  + " |")
+    few = [f"{c} ({s}: {(spc[s] or {}).get(c, 0)})" for s in ("dev", "test") if s in spc
+           for c in classes if (spc[s] or {}).get(c, 0) < 3]
+    if few:
+        L += ["", "**Confounded with speaker identity**: fewer than 3 speakers in "
+              + ", ".join(few) + "; these accuracies say more about the few voices than "
+              "about the property."]
     return L + [""]
 
 
