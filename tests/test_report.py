@@ -85,7 +85,7 @@ def make_summary(ci=True):
                      "random_masked_ci95": iv, "masked_drop_ci95": iv,
                      "gap_ci95": [-0.1, 0.3], "masked_drop_gap_ci95": [-0.2, 0.5]})
     f = {"finding": "Gender bias is visible in task models", "criterion": "c",
-         "about": ["cnn_accent"], "per_encoder": {"cnn_accent": {"outcome": "undecided",
+         "about": "task models", "per_encoder": {"cnn_accent": {"outcome": "undecided",
                                                                  "why": "w"}},
          "outcome": "undecided", "holds": None, "evidence": "e", "figure": "bias.png"}
     return {"encoders": encs, "eer": {"whisper_x": {"layers": ["l0", "l1", "l2"],
@@ -106,7 +106,7 @@ def test_markdown_tables(ci):
     md = report.markdown(s, ["bias.png"], {})
     assert ("**Confounded with speaker identity**: fewer than 3 speakers in b (test: 2)"
             in md) == ci
-    assert "{'" not in md and "0.8123456789" not in md
+    assert "{'" not in md and "['" not in md and "0.8123456789" not in md
     assert "## How to read this report" in md and "Hewitt & Liang 2019" in md
     assert "## Layer-wise results" in md and "## Bias" in md
     # the speaker task: control and selectivity not applicable, with the footnote
