@@ -116,7 +116,8 @@ def test_markdown_tables(ci):
         assert "0.812 [0.771, 0.850]" in md                      # task model, with interval
         assert "| cnn_accent | accent | f | 20 | 6 | 0.812 [0.700, 0.900] |" in md
         assert "0.900 [0.850, 0.940] ± 0.010" in md and "probe setting `default`" in md
-        assert "| test | 6 | 7 |" in md                          # speakers per class
+        assert "| test | 6 | 2 |" in md                          # speakers per class
+        assert "Speakers per class: one (2 classes); per split: train 2, dev 2, test 2." in md
         assert "below the majority beyond the interval: l0" in md
         assert "within the interval: l1" in md and "top-1% overlap 0.800" in md
         assert "over 13 test speakers, 1000 resamples" in md and "0.300 [0.250, 0.350]" in md

@@ -157,11 +157,13 @@ def _task_models_section(summary) -> list:
     return L + [""]
 
 
-def _speakers_table(spc) -> list:
+def _speakers_table(spc, prop: str) -> list:
+    """Speakers per class and split, and a warning where a class has under 3 speakers."""
+    from speechinterp.probes.data import SPEAKER_TASKS
     if not spc:
         return []
     classes = sorted({c for per in spc.values() for c in (per or {})})
-    if all(v <= 1 for per in spc.values() for v in (per or {}).values()):   # speaker identity
+    if prop in SPEAKER_TASKS:                 # each class is one speaker
         return [f"Speakers per class: one ({len(classes)} classes); per split: "
                 + ", ".join(f"{s} {len(per or {})}" for s, per in spc.items()) + ".", ""]
     splits = [s for s in ("train", "dev", "test") if s in spc] + \
@@ -250,7 +252,7 @@ def _layerwise_section(summary) -> list:
               f"probe setting `{first.get('probe_setting', 'not recorded')}`; split sizes "
               + (", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded") + "."
               + _interval_note(first.get("interval")), ""]
-        L += _speakers_table(first.get("speakers_per_class"))
+        L += _speakers_table(first.get("speakers_per_class"), prop)
         footnote = False
         for name, e in have:
             res = e["probes"][prop]
@@ -270,7 +272,7 @@ def _layerwise_section(summary) -> list:
                              + _acc(o["accuracy"], o.get("accuracy_ci95"), o.get("accuracy_seed_sd")))
             ms = res.get("minimal_subset")
             if ms:
-                notes.append(f"minimal subset {ms['size']} neurons "
+                notes.append(f"minimal subset {ms['size']} neuron{'s' * (ms['size'] != 1)} "
                              f"({100 * ms['fraction']:.1f}%) at "
                              f"{_acc(ms['accuracy'], ms.get('accuracy_ci95'))}")
             if "oracle" in res or "ranking_stability" in res:
