@@ -1,21 +1,30 @@
 """Train the dialect / speaker-ID CNN from scratch for a property of a manifest.
 
     python -m experiments.train_encoder --manifest=utterances.csv --property=accent --out=DIR \
-        [--preset=mgb3|adi17|tiny] [--epochs=10] [--batch_size=16] [--lr=1e-3]
+        [--preset=mgb3|adi17|tiny] [--epochs=40] [--patience=6] [--batch_size=32] [--lr=3e-3]
 
 The manifest is a CSV with columns ``utt_id``, ``path`` (relative to the manifest's folder or
 absolute), optional ``split`` (train / dev / test) and property columns. Without ``split`` the
 rows are split 80/10/10, speaker-disjoint when a ``speaker`` column exists and the property is not
 ``speaker``. Rows with an empty property cell are skipped; unreadable or empty audio is skipped
-and listed in the log. Training: Adam (optax), jitted step on random ``--crop_seconds`` segments,
-dev accuracy each epoch, an orbax CheckpointManager under ``DIR/train_state`` (an interrupted run
-resumes from its last finished epoch), and at the end the encoder directory ``DIR``
-(``config.json`` + ``params/``, class labels in ``config.json``) that
-``speechinterp.encoders.load(DIR)`` reads like any converted encoder.
+and listed in the log.
+
+Training: AdamW (optax) with a linear warmup and cosine decay over ``--epochs``, a jitted step on
+``--crops_per_utt`` random ``--crop_seconds`` segments of every training utterance per epoch
+(random gain and additive noise), dev accuracy on whole utterances each epoch, and early stopping:
+training ends after ``--patience`` epochs without a better dev accuracy (ties: lower dev loss) or at
+``--epochs``, and the saved encoder is the best epoch's. An orbax CheckpointManager under
+``DIR/train_state`` holds the last epochs' state and the best parameters (an interrupted run
+resumes from its last finished epoch). At the end the encoder directory ``DIR`` (``config.json`` +
+``params/``, class labels, ``test_accuracy``, ``dev_accuracy``, ``majority_accuracy``,
+``epochs_run``, ``best_epoch`` in ``config.json``) that ``speechinterp.encoders.load(DIR)`` reads
+like any converted encoder, and ``DIR/test_predictions.csv``: one row per test utterance with
+utt_id, path (absolute), speaker, gender, label and predicted.
 """
 import csv
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -33,10 +42,26 @@ flags.DEFINE_string("property", None, "Property column to classify.")
 flags.DEFINE_string("out", None, "Output encoder directory.")
 flags.DEFINE_enum("preset", "mgb3", sorted(PRESETS), "Architecture preset.")
 flags.DEFINE_enum("features", None, ["logmel", "mfcc"], "Front end (default: the preset's).")
-flags.DEFINE_integer("epochs", 10, "Total epochs (a resumed run continues up to this).")
-flags.DEFINE_integer("batch_size", 16, "Utterances per training step.")
-flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
-flags.DEFINE_float("crop_seconds", 3.0, "Random training segment length (s).")
+flags.DEFINE_integer("epochs", 40, "Most epochs (a resumed run continues up to this); the cosine "
+                     "schedule spans them.")
+flags.DEFINE_integer("patience", 6, "Stop after this many epochs without a better dev accuracy "
+                     "(0: never stop early).")
+flags.DEFINE_integer("batch_size", 32, "Crops per training step.")
+flags.DEFINE_float("lr", 3e-3, "Peak learning rate.")
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule.")
+flags.DEFINE_float("warmup_epochs", 1.0, "Linear warmup (epochs).")
+flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay (0: Adam).")
+flags.DEFINE_float("crop_seconds", 2.0, "Random training segment length (s).")
+flags.DEFINE_integer("crops_per_utt", 2, "Random crops of each training utterance per epoch.")
+flags.DEFINE_float("augment_warp", 0.1, "Speed / vocal-tract warp of each crop: resampled by a "
+                   "factor in 1 +- this (0: off).")
+flags.DEFINE_float("augment_gain_db", 6.0, "Random gain of each crop, +- dB (0: off).")
+flags.DEFINE_float("augment_noise", 0.3, "Probability of white noise (5-30 dB SNR) on a crop.")
+flags.DEFINE_enum("normalize", None, ["none", "mean", "meanvar", "sliding_mean",
+                                      "sliding_meanvar"],
+                  "Feature normalisation of the CNN front end (default: the preset's).")
+flags.DEFINE_list("filters", [], "Conv filters, overriding the preset's (e.g. 64,64,64,128).")
+flags.DEFINE_list("fc_dims", [], "FC sizes, overriding the preset's (e.g. 128,64).")
 flags.DEFINE_integer("seed", 0, "Seed for initialisation, splits, shuffling and crops.")
 flags.DEFINE_integer("sample_rate", 16000, "Sample rate the encoder runs at.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Training checkpoints kept.")
@@ -83,7 +108,7 @@ def read_manifest(path: str, prop: str, seed: int):
 
 
 def load_split(rows, split, classes, sample_rate, min_samples):
-    waves, labels, skipped = [], [], []
+    waves, labels, kept, skipped = [], [], [], []
     for r in rows:
         if r["split"] != split:
             continue
@@ -96,11 +121,25 @@ def load_split(rows, split, classes, sample_rate, min_samples):
             continue
         waves.append(w)
         labels.append(classes.index(r[FLAGS.property]))
-    return waves, np.asarray(labels, np.int32), skipped
+        kept.append(r)
+    return waves, np.asarray(labels, np.int32), kept, skipped
+
+
+def write_predictions(path, rows, classes, labels, predicted):
+    """One row per test utterance: utt_id, path, speaker, gender, label, predicted."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["utt_id", "path", "speaker", "gender", "label", "predicted"])
+        for r, y, p in zip(rows, labels, predicted):
+            w.writerow([r["utt_id"], r["abspath"], r.get("speaker") or "", r.get("gender") or "",
+                        classes[int(y)], classes[int(p)]])
+    os.replace(tmp, path)
 
 
 def main(argv):
     del argv
+    t0 = time.time()
     if not (FLAGS.manifest and FLAGS.property and FLAGS.out):
         raise app.UsageError("--manifest, --property and --out are required")
     rows = read_manifest(FLAGS.manifest, FLAGS.property, FLAGS.seed)
@@ -111,12 +150,18 @@ def main(argv):
                      sample_rate=FLAGS.sample_rate)
     if FLAGS.features:
         overrides["features"] = FLAGS.features
+    if FLAGS.normalize:
+        overrides["normalize"] = FLAGS.normalize
+    if FLAGS.filters:
+        overrides["filters"] = tuple(int(v) for v in FLAGS.filters)
+    if FLAGS.fc_dims:
+        overrides["fc_dims"] = tuple(int(v) for v in FLAGS.fc_dims)
     cfg = preset_config(FLAGS.preset, **overrides)
     encoder = CNNEncoder(config=cfg, family="cnn", sample_rate=FLAGS.sample_rate)
-    data, skipped = {}, []
+    data, kept, skipped = {}, {}, []
     for split in ("train", "dev", "test"):
-        w, y, s = load_split(rows, split, classes, FLAGS.sample_rate, encoder.min_samples())
-        data[split] = (w, y)
+        w, y, k, s = load_split(rows, split, classes, FLAGS.sample_rate, encoder.min_samples())
+        data[split], kept[split] = (w, y), k
         skipped += s
     for s in skipped:
         logging.warning("skipped %s", s)
@@ -125,9 +170,13 @@ def main(argv):
     logging.info("classes %s; train %d, dev %d, test %d utterances (%d skipped)", classes,
                  len(data["train"][0]), len(data["dev"][0]), len(data["test"][0]), len(skipped))
 
-    optimizer = optax.adam(FLAGS.lr)
+    train_w, train_y = data["train"]
+    n_steps = training.steps_per_epoch(len(train_w), FLAGS.batch_size, FLAGS.crops_per_utt)
+    schedule = training.make_schedule(FLAGS.lr, FLAGS.epochs * n_steps,
+                                      int(round(FLAGS.warmup_epochs * n_steps)), FLAGS.schedule)
+    optimizer = training.make_optimizer(schedule, FLAGS.weight_decay)
     params = encoder.init_params(jax.random.PRNGKey(FLAGS.seed))
-    state = {"params": params, "opt_state": optimizer.init(params)}
+    state = {"params": params, "opt_state": optimizer.init(params), "best_params": params}
     ckpt_dir = os.path.abspath(os.path.join(FLAGS.out, "train_state"))
     mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
         max_to_keep=FLAGS.keep_checkpoints, create=True))
@@ -140,6 +189,7 @@ def main(argv):
         if os.path.exists(hist_path):
             with open(hist_path) as f:
                 history = [h for h in json.load(f) if h["epoch"] <= start]
+    stopper = training.EarlyStopping.from_history(FLAGS.patience, history)
 
     step = training.make_train_step(encoder, optimizer)
     predict = training.make_predict(encoder)
@@ -149,13 +199,17 @@ def main(argv):
         print(f"resumed at epoch {start}: dev loss {dev['loss']:.6f}", flush=True)
     crop = int(FLAGS.crop_seconds * FLAGS.sample_rate)
     crop = max(crop, encoder.min_samples())
-    train_w, train_y = data["train"]
+    augment = training.Augment(warp=FLAGS.augment_warp, gain_db=FLAGS.augment_gain_db,
+                               noise_prob=FLAGS.augment_noise)
     params, opt_state = state["params"], state["opt_state"]
-    for epoch in range(start + 1, FLAGS.epochs + 1):
+    best_params = state["best_params"]
+    epoch = start
+    while epoch < FLAGS.epochs and not stopper.should_stop():
+        epoch += 1
         rng = np.random.default_rng([FLAGS.seed, epoch])
-        n_batches = -(-len(train_w) // FLAGS.batch_size)
-        bar = tqdm(training.train_batches(train_w, train_y, FLAGS.batch_size, crop, rng),
-                   total=n_batches, desc=f"epoch {epoch}/{FLAGS.epochs}",
+        bar = tqdm(training.train_batches(train_w, train_y, FLAGS.batch_size, crop, rng,
+                                          FLAGS.crops_per_utt, augment),
+                   total=n_steps, desc=f"epoch {epoch}/{FLAGS.epochs}",
                    disable=not FLAGS.progress)
         losses = []
         for wav, lens, y, weight in bar:
@@ -163,27 +217,49 @@ def main(argv):
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{float(acc):.2f}")
         dev = training.evaluate(predict, params, encoder, *data["dev"])
+        stopper, improved = stopper.update(epoch, dev["accuracy"], dev["loss"])
+        if improved:
+            best_params = params
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-               "dev_accuracy": dev["accuracy"], "dev_loss": dev["loss"]}
+               "dev_accuracy": dev["accuracy"], "dev_loss": dev["loss"], "best": improved,
+               "seconds": round(time.time() - t0, 1)}
         history.append(rec)
         logging.info("epoch %d: train loss %.4f, dev accuracy %.4f", epoch, rec["train_loss"],
                      dev["accuracy"])
         print(f"epoch {epoch}: train loss {rec['train_loss']:.4f} dev accuracy "
-              f"{dev['accuracy']:.4f}", flush=True)
-        mgr.save(epoch, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+              f"{dev['accuracy']:.4f}{' *' if improved else ''}", flush=True)
+        mgr.save(epoch, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state,
+                                                    "best_params": best_params}))
         mgr.wait_until_finished()
         os.makedirs(FLAGS.out, exist_ok=True)
         with open(hist_path, "w") as f:
             json.dump(history, f, indent=1)
     mgr.close()
+    if stopper.should_stop():
+        print(f"early stop after epoch {epoch}: no better dev accuracy for {FLAGS.patience} "
+              f"epochs", flush=True)
 
-    encoder.params = jax.tree.map(np.asarray, params)
+    encoder.params = jax.tree.map(np.asarray, best_params)
     test = training.evaluate(predict, encoder.params, encoder, *data["test"])
-    checkpoint.save_encoder(FLAGS.out, encoder, classes=list(classes), property=FLAGS.property,
-                            trained_on=os.path.abspath(FLAGS.manifest), epochs=FLAGS.epochs,
-                            dev_accuracy=history[-1]["dev_accuracy"] if history else None,
-                            test_accuracy=test["accuracy"], skipped=skipped)
-    print(f"wrote {FLAGS.out}: test accuracy {test['accuracy']:.4f} ({test['n']} utterances)")
+    majority = training.majority_accuracy(train_y, data["test"][1])
+    best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
+    checkpoint.save_encoder(
+        FLAGS.out, encoder, classes=list(classes), property=FLAGS.property,
+        trained_on=os.path.abspath(FLAGS.manifest), epochs=FLAGS.epochs, epochs_run=epoch,
+        best_epoch=stopper.best_epoch, dev_accuracy=best["dev_accuracy"] if best else None,
+        test_accuracy=test["accuracy"], majority_accuracy=majority, test_n=test["n"],
+        recipe=dict(lr=FLAGS.lr, schedule=FLAGS.schedule, warmup_epochs=FLAGS.warmup_epochs,
+                    weight_decay=FLAGS.weight_decay, batch_size=FLAGS.batch_size,
+                    crop_seconds=FLAGS.crop_seconds, crops_per_utt=FLAGS.crops_per_utt,
+                    augment_warp=FLAGS.augment_warp,
+                    augment_gain_db=FLAGS.augment_gain_db, augment_noise=FLAGS.augment_noise,
+                    patience=FLAGS.patience, seed=FLAGS.seed),
+        skipped=skipped)
+    write_predictions(os.path.join(FLAGS.out, "test_predictions.csv"), kept["test"], classes,
+                      data["test"][1], test["predicted"])
+    print(f"wrote {FLAGS.out}: test accuracy {test['accuracy']:.4f} ({test['n']} utterances, "
+          f"majority {majority:.4f}), best epoch {stopper.best_epoch} of {epoch}, "
+          f"{time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

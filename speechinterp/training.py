@@ -1,11 +1,14 @@
 """Training an encoder from scratch for a property (the study's "task-oriented" network).
 
-Pure pieces used by ``experiments/train_encoder.py``: splits, batching with random crops, a jitted
-optax train step on the encoder's ``classify`` logits (softmax cross-entropy, as Shon et al.'s
-``tf.nn.sparse_softmax_cross_entropy_with_logits``) and a jitted evaluation.
+Pure pieces used by ``experiments/train_encoder.py``: splits, batching with several random crops
+per utterance and cheap augmentation (gain, additive noise), the optimizer (AdamW with a warmup +
+cosine schedule, optax), a jitted train step on the encoder's ``classify`` logits (softmax
+cross-entropy, as Shon et al.'s ``tf.nn.sparse_softmax_cross_entropy_with_logits``), a jitted
+evaluation, and early stopping on dev accuracy.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator, Sequence
 
 import jax
@@ -57,18 +60,58 @@ def pad_batch(waves: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.n
     return out, lens
 
 
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Per-crop augmentation: a speed / vocal-tract warp (resampling by a factor uniform in
+    ``1 +- warp``: pitch, formants and tempo move together), random gain (dB, uniform in
+    +-gain_db) and, with probability ``noise_prob``, white noise at an SNR uniform in ``snr_db``."""
+
+    warp: float = 0.0
+    gain_db: float = 0.0
+    noise_prob: float = 0.0
+    snr_db: tuple = (5.0, 30.0)
+
+    def crop(self, w: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+        """A random segment of ``w`` that is ``crop`` samples long after the warp (or shorter,
+        when ``w`` is), augmented."""
+        f = float(rng.uniform(1 - self.warp, 1 + self.warp)) if self.warp else 1.0
+        n = int(round(crop * f))
+        start = int(rng.integers(0, len(w) - n + 1)) if len(w) > n else 0
+        seg = w[start:start + n]
+        if f != 1.0:
+            m = min(crop, int(len(seg) / f))
+            seg = np.interp(np.arange(m) * f, np.arange(len(seg)), seg).astype(np.float32)
+        return self(seg, rng)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.gain_db:
+            x = x * np.float32(10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20))
+        if self.noise_prob and rng.uniform() < self.noise_prob:
+            p = float(np.mean(x ** 2)) + 1e-10
+            snr = rng.uniform(*self.snr_db)
+            x = x + rng.standard_normal(len(x)).astype(np.float32) * np.float32(
+                np.sqrt(p / 10 ** (snr / 10)))
+        return x
+
+
 def train_batches(waves: Sequence[np.ndarray], labels: np.ndarray, batch_size: int,
-                  crop: int, rng: np.random.Generator) -> Iterator[tuple]:
+                  crop: int, rng: np.random.Generator, crops_per_utt: int = 1,
+                  augment: Augment | None = None) -> Iterator[tuple]:
     """Shuffled batches of random ``crop``-sample segments: (wave [B, crop], lengths, labels, weight).
 
-    The last batch is filled up with weight-0 rows so every batch has the same shape (one jit).
+    Each utterance gives ``crops_per_utt`` independent crops per epoch (shuffled together);
+    ``augment`` transforms each crop. The last batch is filled up with weight-0 rows so every
+    batch has the same shape (one jit).
     """
-    order = rng.permutation(len(waves))
+    order = rng.permutation(np.repeat(np.arange(len(waves)), crops_per_utt))
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         segs = []
         for i in idx:
             w = waves[i]
+            if augment is not None:
+                segs.append(augment.crop(w, crop, rng))
+                continue
             start = int(rng.integers(0, len(w) - crop + 1)) if len(w) > crop else 0
             segs.append(w[start:start + crop])
         weight = np.ones(batch_size, np.float32)
@@ -79,6 +122,80 @@ def train_batches(waves: Sequence[np.ndarray], labels: np.ndarray, batch_size: i
             idx = np.concatenate([idx, np.repeat(idx[:1], fill)])
         wav, lens = pad_batch(segs, crop)
         yield wav, lens, labels[idx].astype(np.int32), weight
+
+
+def steps_per_epoch(n_utterances: int, batch_size: int, crops_per_utt: int = 1) -> int:
+    return -(-n_utterances * crops_per_utt // batch_size)
+
+
+def make_schedule(peak_lr: float, total_steps: int, warmup_steps: int = 0,
+                  kind: str = "cosine", final_fraction: float = 0.01) -> optax.Schedule:
+    """Learning rate per step: ``cosine`` (linear warmup to ``peak_lr``, cosine decay to
+    ``final_fraction * peak_lr`` at ``total_steps``) or ``constant`` (after the warmup)."""
+    warmup_steps = int(min(max(warmup_steps, 0), max(total_steps - 1, 0)))
+    if kind == "constant":
+        if not warmup_steps:
+            return optax.constant_schedule(peak_lr)
+        return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, warmup_steps),
+                                     optax.constant_schedule(peak_lr)], [warmup_steps])
+    if kind != "cosine":
+        raise ValueError(f"schedule must be 'cosine' or 'constant', not {kind!r}")
+    return optax.warmup_cosine_decay_schedule(0.0, peak_lr, warmup_steps, max(total_steps, 1),
+                                              end_value=peak_lr * final_fraction)
+
+
+def make_optimizer(schedule, weight_decay: float = 0.0, clip_norm: float | None = None
+                   ) -> optax.GradientTransformation:
+    """AdamW (Adam when ``weight_decay`` is 0) on ``schedule``, with optional gradient clipping."""
+    opt = optax.adamw(schedule, weight_decay=weight_decay) if weight_decay else optax.adam(
+        schedule)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm else opt
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Early stopping on dev accuracy (ties broken by lower dev loss), as an immutable state.
+
+    ``update`` returns the new state and whether the epoch is the new best; ``should_stop`` is
+    true once ``patience`` epochs in a row did not improve."""
+
+    patience: int
+    best_accuracy: float = -np.inf
+    best_loss: float = np.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    min_delta: float = 0.0
+
+    def update(self, epoch: int, accuracy: float, loss: float = np.inf
+               ) -> tuple["EarlyStopping", bool]:
+        better = accuracy > self.best_accuracy + self.min_delta or (
+            accuracy >= self.best_accuracy and loss < self.best_loss
+            and abs(accuracy - self.best_accuracy) <= self.min_delta)
+        if better:
+            return dataclasses.replace(self, best_accuracy=float(accuracy),
+                                       best_loss=float(loss), best_epoch=int(epoch),
+                                       bad_epochs=0), True
+        return dataclasses.replace(self, bad_epochs=self.bad_epochs + 1), False
+
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    @classmethod
+    def from_history(cls, patience: int, history: Sequence[dict], min_delta: float = 0.0
+                     ) -> "EarlyStopping":
+        """The state after replaying ``history`` (``epoch``, ``dev_accuracy``, ``dev_loss``)."""
+        state = cls(patience, min_delta=min_delta)
+        for h in history:
+            state, _ = state.update(h["epoch"], h["dev_accuracy"], h.get("dev_loss", np.inf))
+        return state
+
+
+def majority_accuracy(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Accuracy on ``test_labels`` of always predicting the most frequent training class."""
+    if len(test_labels) == 0 or len(train_labels) == 0:
+        return float("nan")
+    top = np.bincount(np.asarray(train_labels)).argmax()
+    return float(np.mean(np.asarray(test_labels) == top))
 
 
 def weighted_loss(logits, labels, weight):
@@ -111,17 +228,22 @@ def make_predict(encoder):
 
 def evaluate(predict, params, encoder, waves: Sequence[np.ndarray], labels: np.ndarray,
              batch_size: int = 16, masks=None) -> dict:
-    """Accuracy and mean cross-entropy on whole utterances (length-bucketed batches)."""
+    """Accuracy, mean cross-entropy and the predicted class per utterance (``predicted``, in the
+    order of ``waves``) on whole utterances (length-bucketed batches)."""
     if len(waves) == 0:
-        return {"accuracy": float("nan"), "loss": float("nan"), "n": 0}
-    order = np.argsort([len(w) for w in waves])
+        return {"accuracy": float("nan"), "loss": float("nan"), "n": 0,
+                "predicted": np.zeros(0, np.int32)}
+    order = np.argsort([len(w) for w in waves], kind="stable")
+    predicted = np.zeros(len(waves), np.int32)
     correct = loss = 0.0
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         batch, lens = encoder.prepare([waves[i] for i in idx])
         logits = np.asarray(predict(params, jnp.asarray(batch), jnp.asarray(lens), masks))
         y = labels[idx]
+        predicted[idx] = logits.argmax(-1)
         correct += float((logits.argmax(-1) == y).sum())
         loss += float(optax.softmax_cross_entropy_with_integer_labels(
             jnp.asarray(logits), jnp.asarray(y)).sum())
-    return {"accuracy": correct / len(waves), "loss": loss / len(waves), "n": len(waves)}
+    return {"accuracy": correct / len(waves), "loss": loss / len(waves), "n": len(waves),
+            "predicted": predicted}
