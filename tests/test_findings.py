@@ -80,6 +80,8 @@ def test_distributed_guards_and_random_copies():
     s["encoders"]["x"]["probes"]["gender"] = res([ENC] * 4, conv=False)
     assert "convergence" in finding(s, 2)["per_encoder"]["x"]["why"]
     assert outcome({"encoders": {"x": enc(probes={})}}, 1) == U      # property missing
+    spk = dict(res([ENC] * 4, spk=1), task="speaker")      # one speaker per class: by design
+    assert F.probe_problem(spk, "speaker") is None
 
 
 # ----------------------------------------------------------------------------- 3

@@ -163,12 +163,13 @@ def probe_problem(res, prop, intervals=True) -> str | None:
         return f"{prop} not probed"
     conv = res.get("convergence") or {}
     if conv.get("ok") is False:
-        flags = ([f"below majority at {', '.join(conv['below_majority'])}"]
-                 if conv.get("below_majority") else [])
+        below = conv.get("below_majority_significant", conv.get("below_majority"))
+        flags = [f"below majority at {', '.join(below)}"] if below else []
         flags += ["oracle below its best layer"] if conv.get("oracle_below_best_layer") else []
         return f"{prop} probes flagged by the convergence diagnostic ({'; '.join(flags) or 'ok false'})"
-    few = {c: n for c, n in ((res.get("speakers_per_class") or {}).get("test") or {}).items()
-           if n < MIN_SPEAKERS}
+    from speechinterp.probes.data import SPEAKER_TASKS   # classes are speakers: no confound
+    spc = {} if res.get("task", prop) in SPEAKER_TASKS else res.get("speakers_per_class") or {}
+    few = {c: n for c, n in (spc.get("test") or {}).items() if n < MIN_SPEAKERS}
     if few:
         return (f"{prop} not testable: " + ", ".join(f"{c} has {n}" for c, n in sorted(few.items()))
                 + f" test speaker(s) (< {MIN_SPEAKERS})")
