@@ -126,6 +126,10 @@ def _maj_text(res) -> str:
     return f"majority {_num(res.get('majority_accuracy', float('nan')), _maj(res))}"
 
 
+def _n(k, word) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
 def _out(outcome, why):
     return {"outcome": outcome, "why": why}
 
@@ -166,7 +170,8 @@ def probe_problem(res, prop, intervals=True) -> str | None:
         below = conv.get("below_majority_significant", conv.get("below_majority"))
         flags = [f"below majority at {', '.join(below)}"] if below else []
         flags += ["oracle below its best layer"] if conv.get("oracle_below_best_layer") else []
-        return f"{prop} probes flagged by the convergence diagnostic ({'; '.join(flags) or 'ok false'})"
+        return (f"{prop} probes flagged by the convergence diagnostic "
+                f"({'; '.join(flags) or 'ok false'})")
     from speechinterp.probes.data import SPEAKER_TASKS   # classes are speakers: no confound
     spc = {} if res.get("task", prop) in SPEAKER_TASKS else res.get("speakers_per_class") or {}
     few = {c: n for c, n in (spc.get("test") or {}).items() if n < MIN_SPEAKERS}
@@ -236,7 +241,7 @@ def distributed(summary, prop):
         spread = sum(1 for v in res.get("minimal_subset", {}).get("per_layer", {}).values() if v)
         why = (f"encoded in {enc}/{n} layers ({und} undecided; needs {need}); best {best['name']} "
                f"{_fmt(best)} vs {_maj_text(res)}"
-               + (f"; minimal subset spans {spread} layers" if "minimal_subset" in res else ""))
+               + (f"; minimal subset spans {_n(spread, 'layer')}" if "minimal_subset" in res else ""))
         per[name] = _out(HOLDS if enc >= need else NOT if enc + und < need else UNDECIDED, why)
     return per, None
 
@@ -338,7 +343,7 @@ def minimal_subsets_exist(summary):
                 per[key] = _out(UNDECIDED, bad)
                 continue
             target = res["oracle"]["accuracy"] * (1 - ms.get("delta", 0.01))
-            why = (f"{ms['size']} neurons ({100 * ms['fraction']:.1f}%) at {_fmt(ms)} vs oracle "
+            why = (f"{_n(ms['size'], 'neuron')} ({100 * ms['fraction']:.1f}%) at {_fmt(ms)} vs oracle "
                    f"x (1 - {ms.get('delta', 0.01)}) = {target:.3f}, {_maj_text(res)}; {stab}")
             if ms["fraction"] > SUBSET_FRACTION or ci[1] < target:
                 per[key] = _out(NOT, why)
