@@ -241,7 +241,8 @@ def distributed(summary, prop):
         spread = sum(1 for v in res.get("minimal_subset", {}).get("per_layer", {}).values() if v)
         why = (f"encoded in {enc}/{n} layers ({und} undecided; needs {need}); best {best['name']} "
                f"{_fmt(best)} vs {_maj_text(res)}"
-               + (f"; minimal subset spans {_n(spread, 'layer')}" if "minimal_subset" in res else ""))
+               + (f"; minimal subset spans {_n(spread, 'layer')}" if "minimal_subset" in res
+                  else ""))
         per[name] = _out(HOLDS if enc >= need else NOT if enc + und < need else UNDECIDED, why)
     return per, None
 
@@ -343,7 +344,8 @@ def minimal_subsets_exist(summary):
                 per[key] = _out(UNDECIDED, bad)
                 continue
             target = res["oracle"]["accuracy"] * (1 - ms.get("delta", 0.01))
-            why = (f"{_n(ms['size'], 'neuron')} ({100 * ms['fraction']:.1f}%) at {_fmt(ms)} vs oracle "
+            why = (f"{_n(ms['size'], 'neuron')} ({100 * ms['fraction']:.1f}%) at {_fmt(ms)} vs "
+                   f"oracle "
                    f"x (1 - {ms.get('delta', 0.01)}) = {target:.3f}, {_maj_text(res)}; {stab}")
             if ms["fraction"] > SUBSET_FRACTION or ci[1] < target:
                 per[key] = _out(NOT, why)
