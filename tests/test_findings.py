@@ -253,3 +253,14 @@ def test_old_results_without_intervals_never_crash():
     assert len(out) == 9
     assert all(f["outcome"] == U for f in out), [(f["finding"], f["outcome"]) for f in out]
     assert all(f["criterion"] and f["about"] for f in out)
+
+
+def test_paired_gain_interval_decides_layers_where_unpaired_intervals_overlap():
+    r = {"majority_accuracy": 0.5, "majority_accuracy_ci95": [0.3, 0.7]}
+    # accuracy interval overlaps the majority's, but the paired gain is above 0: encoded
+    layer = {"accuracy": 0.62, "accuracy_ci95": [0.45, 0.8], "gain_ci95": [0.04, 0.2]}
+    assert F.layer_state(layer, r) == "encoded"
+    assert F.layer_state({**layer, "gain_ci95": [-0.03, 0.04]}, r) == "not encoded"
+    assert F.layer_state({**layer, "gain_ci95": [-0.03, 0.2]}, r) == "undecided"
+    # without a gain interval: the unpaired comparison (here undecided)
+    assert F.layer_state({k: v for k, v in layer.items() if k != "gain_ci95"}, r) == "undecided"

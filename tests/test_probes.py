@@ -40,11 +40,16 @@ def test_results_have_exactly_the_design_keys(run):
                         "minimal_subset", "ablation", "ablation_ci95", "convergence"}
     assert res["probe_setting"] == "default"
     assert set(res["layers"][0]) == {"name", "dim", "accuracy", "accuracy_ci95",
-                                     "accuracy_seed_sd", "f1_macro", "control_accuracy",
-                                     "control_accuracy_ci95", "selectivity"}
+                                     "accuracy_seed_sd", "gain_ci95", "f1_macro",
+                                     "control_accuracy", "control_accuracy_ci95", "selectivity"}
     assert set(res["minimal_subset"]) == {"delta", "size", "fraction", "accuracy",
                                           "accuracy_ci95", "neurons", "per_layer"}
-    assert set(res["oracle"]) == {"accuracy", "accuracy_ci95", "accuracy_seed_sd", "f1_macro"}
+    assert set(res["oracle"]) == {"accuracy", "accuracy_ci95", "accuracy_seed_sd", "gain_ci95",
+                                  "f1_macro"}
+    # the gain over the majority is a paired interval: inside the unpaired difference's range
+    for l in res["layers"] + [res["oracle"]]:
+        lo, hi = l["gain_ci95"]
+        assert lo <= l["accuracy"] - res["majority_accuracy"] + 1e-9 <= hi + 2e-9
     assert set(res["ablation"]) == set(res["ablation_ci95"]) == {"retrain", "zero_out"}
     for mode, cis in zip(res["ablation"].values(), res["ablation_ci95"].values()):
         assert set(mode) == set(cis) == {"top", "random", "bottom"}

@@ -27,10 +27,13 @@ SUBSET_FRACTION = 0.10  # "minimal subset exists": at most this fraction of all 
 ALPHA = 0.05          # shared neurons: hypergeometric test level (Bonferroni over pairs)
 BIAS_MARGIN = 0.05    # "no gender bias": both gap intervals inside +-this margin
 CNN_TOLERANCE = 0.05  # "competitive": the CNN is at most this far below the Transformer
+NO_GAIN = 0.05        # "not encoded": the gain over the majority is at most this
 
-ENCODED = ("a layer *encodes* a property when its accuracy interval's lower bound is above the "
-           "majority baseline interval's upper bound; it *does not encode* it when its upper "
-           "bound is at or below the majority's upper bound; otherwise that layer is undecided")
+ENCODED = ("a layer *encodes* a property when the 95% interval of its gain over the majority "
+           "baseline (accuracy - majority, paired: both on the same bootstrap resamples of the "
+           "test speakers) lies above 0; it *does not encode* it when that interval's upper "
+           f"bound is at most {NO_GAIN}; otherwise that layer is undecided. (Results without a "
+           "gain interval compare the accuracy interval with the majority's instead.)")
 
 AGGREGATION = ("Across the encoders (or encoder/property pairs) a finding is about: it holds if "
                "at least one holds and none does not hold; it does not hold if at least one does "
@@ -66,14 +69,14 @@ CRITERIA = {
         "accent, its best layer is in the lower half with an interval above every upper "
         "layer's, or another encoder's best interval is entirely above its; else undecided."),
     "minimal": (
-        "Per trained encoder and encoded property (oracle interval above the majority's), with "
+        "Per trained encoder and encoded property (the oracle encodes it, see above), with "
         f"a stable ranking: holds when the minimal subset is at most {SUBSET_FRACTION:.0%} of "
         "the neurons, its test interval reaches oracle x (1 - delta) and lies above the "
         f"majority's; does not hold when it needs more than {SUBSET_FRACTION:.0%} or its "
         "interval's upper bound stays below oracle x (1 - delta); else undecided."),
     "shared": (
-        "Per trained encoder, over pairs of properties both encoded (oracle interval above the "
-        "majority's) with stable rankings: holds when a pair's minimal subsets share more "
+        "Per trained encoder, over pairs of properties both encoded by the oracle (see above), "
+        "with stable rankings: holds when a pair's minimal subsets share more "
         f"neurons than chance (hypergeometric p < {ALPHA} / number of pairs); does not hold "
         "when no pair shares a neuron; else undecided (sharing at chance level)."),
     "bias": (
@@ -155,6 +158,9 @@ def architecture(e) -> str | None:
 
 def layer_state(layer, res) -> str | None:
     """"encoded", "not encoded" or "undecided" (see :data:`ENCODED`); None without intervals."""
+    gain = _pair(layer.get("gain_ci95"))
+    if gain is not None:
+        return "encoded" if gain[0] > 0 else "not encoded" if gain[1] <= NO_GAIN else "undecided"
     ci, maj = _acc_ci(layer), _maj(res)
     if ci is None or maj is None:
         return None
@@ -216,7 +222,7 @@ def _oracle_encoded(res) -> str | None:
     o, maj = _acc_ci(res.get("oracle")), _maj(res)
     if o is None or maj is None:
         return "no oracle interval"
-    if o[0] <= maj[1]:
+    if layer_state(res["oracle"], res) != "encoded":
         return f"not encoded (oracle {_fmt(res['oracle'])} vs {_maj_text(res)})"
     return None
 

@@ -404,9 +404,10 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         """95% intervals [..., 2] of the accuracies given correct [..., num_test]."""
         return cluster_bootstrap_ci(correct, te_clusters, seed=seed)
 
+    majority_correct = y_te == D.majority_class(td)
     header = {"task": task, "classes": td.classes, "probe_setting": setting_name(cfg),
               "majority_accuracy": D.majority_accuracy(td),
-              "majority_accuracy_ci95": ci_list(interval(y_te == D.majority_class(td))),
+              "majority_accuracy_ci95": ci_list(interval(majority_correct)),
               "split_sizes": td.split_sizes(),
               "speakers_per_class": D.speakers_per_class(td),
               "interval": {"method": "percentile bootstrap", "level": LEVEL,
@@ -427,7 +428,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     pred = pred1[:, :nl].reshape(seeds, L, 2, G, -1).transpose(2, 1, 3, 0, 4)  # [T,L,G,S,N_e]
     layer_rows, layer_lambdas, layer_std = layerwise_results(
         pred, np.stack([y_e, ctrl[ev]]), dv_e, te_e, names, dims, cfg, interval,
-        control_applies=not D.control_is_relabelling(td))
+        majority_correct, control_applies=not D.control_is_relabelling(td))
     timings["layerwise"] = time.perf_counter() - t
     details = {"probe_setting": setting_name(cfg),
                "config": {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
@@ -539,6 +540,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         "layers": layer_rows,
         "oracle": {"accuracy": float(correct_o.mean()),
                    "accuracy_ci95": ci_list(interval(correct_o.mean(0))),
+                   "gain_ci95": ci_list(interval(correct_o.mean(0) - majority_correct)),
                    "accuracy_seed_sd": float(correct_o.mean(-1).std()), "f1_macro": oracle_f1},
         "ranking": index[ordering].tolist(),
         "ranking_stability": stability,
@@ -570,11 +572,13 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
 
 
 def layerwise_results(pred, labels, dev, test, names, dims, cfg: ProbeConfig, interval,
-                      control_applies: bool = True):
+                      majority_correct, control_applies: bool = True):
     """The ``layers`` rows of results.json from the layer-wise predictions ``pred`` [T (task,
     control), L, G (lambdas), S (seeds), N_eval] and ``labels`` [T, N_eval]: per layer and
     label set the lambda with the best mean dev accuracy over seeds, then the seed-mean test
-    accuracy, its interval (``interval``, on the seed-averaged correctness) and seed spread.
+    accuracy, its interval (``interval``, on the seed-averaged correctness), seed spread and
+    the interval of its gain over the majority baseline (``majority_correct`` [N_test], the
+    same resamples: a paired interval).
     Control accuracy and selectivity are None where the control task does not apply.
     Returns (rows, lambdas chosen per layer, seed spread per layer)."""
     T, L = pred.shape[:2]
@@ -584,6 +588,7 @@ def layerwise_results(pred, labels, dev, test, names, dims, cfg: ProbeConfig, in
     correct = chosen[..., test] == labels[:, None, None, test]              # [T, L, S, N_t]
     acc_seed = correct.mean(-1)                                             # [T, L, S]
     ci = interval(correct.mean(2))                                          # [T, L, 2]
+    gain_ci = interval(correct[0].mean(1) - majority_correct)               # [L, 2]
     rows, lambdas, spread = [], [], []
     for k, name in enumerate(names):
         f1 = np.mean([_metrics(chosen[0, k, s][test], labels[0][test])[1]
@@ -591,7 +596,8 @@ def layerwise_results(pred, labels, dev, test, names, dims, cfg: ProbeConfig, in
         acc, cacc = float(acc_seed[0, k].mean()), float(acc_seed[1, k].mean())
         rows.append({"name": name, "dim": int(dims[k]), "accuracy": acc,
                      "accuracy_ci95": ci_list(ci[0, k]),
-                     "accuracy_seed_sd": float(acc_seed[0, k].std()), "f1_macro": float(f1),
+                     "accuracy_seed_sd": float(acc_seed[0, k].std()),
+                     "gain_ci95": ci_list(gain_ci[k]), "f1_macro": float(f1),
                      "control_accuracy": cacc if control_applies else None,
                      "control_accuracy_ci95": ci_list(ci[1, k]) if control_applies else None,
                      "selectivity": acc - cacc if control_applies else None})
