@@ -48,9 +48,15 @@ def run_stage(out: str, name: str, inputs, fn):
         print(f"[stage] {name:28s} cached", flush=True)
         STAGE_TIMES[name] = 0.0
         return d, key
-    if os.path.isdir(d) and not name.startswith("extract_"):   # extraction resumes in place
+    # an interrupted extraction resumes in place, but only one with these same inputs
+    started = os.path.join(d, ".started")
+    resumable = (name.startswith("extract_") and os.path.exists(started)
+                 and open(started).read() == key)
+    if os.path.isdir(d) and not resumable:
         shutil.rmtree(d)
     os.makedirs(d, exist_ok=True)
+    with open(started, "w") as f:
+        f.write(key)
     print(f"[stage] {name:28s} running", flush=True)
     t = time.perf_counter()
     fn(d)

@@ -92,3 +92,24 @@ app.run(main)
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines() == ["('gender', 'speaker') /ckpt/wav2vec2-base dialect", "{}"]
+
+
+def test_extraction_stage_resumes_only_with_the_same_inputs(tmp_path):
+    from experiments import run_study
+    out = str(tmp_path)
+    seen = []
+
+    def interrupted(d):
+        open(os.path.join(d, "part"), "w").write("x")
+        raise KeyboardInterrupt
+
+    def finish(d):
+        seen.append(sorted(os.listdir(d)))
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study.run_stage(out, "extract_enc", {"encoder": 1}, interrupted)
+    run_study.run_stage(out, "extract_enc", {"encoder": 1}, finish)     # resumes: part kept
+    with pytest.raises(KeyboardInterrupt):
+        run_study.run_stage(out, "extract_enc", {"encoder": 2}, interrupted)
+    run_study.run_stage(out, "extract_enc", {"encoder": 3}, finish)     # other inputs: fresh
+    assert seen == [[".started", "part"], [".started"]]
