@@ -185,6 +185,8 @@ def train_cnns(cfg, out, manifest, corpus_key):
     from speechinterp.probes.data import SPEAKER_TASKS
     encs = {}
     for name, prop in cfg.task_cnns.items():
+        if not prop:                       # a preset's slot left empty
+            continue
         inputs = {"corpus": corpus_key, "property": prop, **dict(cfg.cnn), "seed": cfg.seed,
                   "utterance_split": prop in SPEAKER_TASKS}
 
