@@ -83,6 +83,23 @@ def test_selectivity_high_with_signal_and_near_zero_without(run):
     assert all(abs(sel[k]) < 0.1 for k in (0, 2)), sel
     for l in res["layers"]:  # control labels per speaker, test speakers unseen: near chance
         assert l["control_accuracy"] < 0.5
+        assert l["selectivity"] == pytest.approx(l["accuracy"] - l["control_accuracy"])
+
+
+def test_control_task_is_learned_where_it_can_be(tmp_path):
+    """With the test speakers also in training (an utterance-level split column) and strong
+    per-speaker offsets, the per-speaker control labels are learnable, and the probe learns
+    them: a control test that cannot fail for a probe that learned nothing."""
+    from speechinterp import store
+    arrays, rows = synthetic.planted_arrays(num_utterances=600, num_speakers=10, dims=(32, 32),
+                                            signal_layer=1, speaker_scale=4.0, seed=1)
+    for i, r in enumerate(rows):
+        r["split"] = ("train", "train", "train", "dev", "test")[(i // 10) % 5]   # all speakers
+    st = store.write_store(str(tmp_path), "ctrl", ["layer_0", "layer_1"], arrays, rows)
+    res, _ = protocol.run_probing(st, "prop", EN.DEFAULT, layerwise_only=True)
+    for l in res["layers"]:
+        assert l["control_accuracy"] > res["majority_accuracy"] + 0.3, l
+        assert l["selectivity"] == pytest.approx(l["accuracy"] - l["control_accuracy"])
 
 
 def test_planted_neurons_lead_both_rankings(run):
@@ -281,8 +298,10 @@ def test_neurox_setting_also_finds_the_layer(planted):
 def test_seeds_give_error_bars(planted):
     res, det = protocol.run_probing(planted, "prop", EN.NEUROX, seeds=3, per_neuron=False)
     spread = det["layer_seed_spread"]
-    assert len(spread) == 3 and all(s["accuracy_std"] >= 0 for s in spread)
+    assert len(spread) == 3
     assert any(s["accuracy_std"] > 0 for s in spread)  # different seeds, different minibatches
+    for row, sp in zip(res["layers"], spread):
+        assert row["accuracy_seed_sd"] == sp["accuracy_std"]
 
 
 def test_streaming_layerwise_agrees_with_in_memory(planted):
