@@ -83,7 +83,7 @@ def test_resume_with_other_manifest_is_refused(tmp_path):
     store.StoreWriter(d, "enc", [("x", 2)], rows(5)).write_chunk(0, [np.ones((1, 2))])
     with pytest.raises(store.StoreError, match="different encoder"):
         store.StoreWriter(d, "other", [("x", 2)], rows(5))
-    with pytest.raises(store.StoreError, match="different encoder"):
+    with pytest.raises(store.StoreError, match="different manifest"):
         store.StoreWriter(d, "enc", [("x", 2)], rows(6))
 
 
@@ -128,6 +128,32 @@ def corrupt(d, how):
         lines = open(os.path.join(d, "utterances.csv")).read().splitlines()
         lines[2] = lines[1]
         open(os.path.join(d, "utterances.csv"), "w").write("\n".join(lines) + "\n")
+    elif how in ("no_dim", "dim_str"):
+        m = json.load(open(os.path.join(d, "meta.json")))
+        if how == "no_dim":
+            del m["layers"][1]["dim"]
+        else:
+            m["layers"][1]["dim"] = "7"
+        json.dump(m, open(os.path.join(d, "meta.json"), "w"))
+    elif how == "meta_dtype":
+        m = json.load(open(os.path.join(d, "meta.json"))); m["dtype"] = "float16"
+        json.dump(m, open(os.path.join(d, "meta.json"), "w"))
+    elif how in ("nan", "inf"):
+        a = np.load(os.path.join(d, "layer_1.npy"))
+        a[4, 2] = np.nan if how == "nan" else -np.inf
+        a[5, 0] = np.nan
+        np.save(os.path.join(d, "layer_1.npy"), a)
+    elif how in ("split_typo", "split_mixed"):
+        lines = open(os.path.join(d, "utterances.csv")).read().splitlines()
+        lines[0] += ",split"
+        for i in range(1, len(lines)):
+            lines[i] += "," + ["train", "dev", "test"][i % 3]
+        lines[4] = lines[4].rsplit(",", 1)[0] + ("," if how == "split_mixed" else ",tset")
+        open(os.path.join(d, "utterances.csv"), "w").write("\n".join(lines) + "\n")
+    elif how == "extra_field":
+        lines = open(os.path.join(d, "utterances.csv")).read().splitlines()
+        lines[3] += ",x"
+        open(os.path.join(d, "utterances.csv"), "w").write("\n".join(lines) + "\n")
     elif how == "columns":
         lines = open(os.path.join(d, "utterances.csv")).read().splitlines()
         lines[0] = lines[0].replace("utt_id", "id")
@@ -141,7 +167,16 @@ def corrupt(d, how):
     ("rows", "layer_1.npy has 5 rows but utterances.csv has 6"),
     ("dim", "layer_0.npy has dim 5 but meta.json says 4"), ("dtype", "dtype int64"),
     ("ndim", "expected 2-D"), ("garbage", "layer_0.npy is unreadable"),
-    ("extra", "layer_5.npy"), ("dup", "repeats utt_id"), ("columns", "utt_id and path"),
+    ("extra", "layer_5.npy"), ("dup", "repeats utt_id 'u0' \\(lines 2 and 3\\)"),
+    ("columns", "utt_id and path"),
+    ("no_dim", "layers\\[1\\] \\('layer_1'\\) lacks 'dim'"), ("dim_str", "has dim '7'"),
+    ("meta_dtype", "layer_0.npy has dtype float32 but meta.json says float16"),
+    ("nan", "layer_1.npy \\(layer 'layer_1'\\): 2 cell\\(s\\) in 2 row\\(s\\), first at row 4 "
+            "\\(utt_id 'u4'\\)"),
+    ("inf", "non-finite.*first at row 4"),
+    ("split_typo", "utterances.csv: 1 row\\(s\\) with an unknown split value \\(line 5: 'tset'\\)"),
+    ("split_mixed", "1 of 6 rows have an empty split \\(lines 5\\)"),
+    ("extra_field", "utterances.csv:4: 5 fields, the header has 4"),
 ])
 def test_every_corruption_names_the_culprit(good, how, message):
     d, _ = good
@@ -159,3 +194,83 @@ def test_unknown_column_named(good):
     s = store.open_store(good[0])
     with pytest.raises(store.StoreError, match="no column 'accent'"):
         s.column("accent")
+
+
+def test_finiteness_is_checked_in_blocks(tmp_path):
+    a = np.zeros((50, 3), np.float32)
+    a[37, 1] = np.nan
+    a[41, 0] = np.inf
+    assert store.check_finite(a, block_bytes=24) == (37, 2, 2)   # two rows per block
+    assert store.check_finite(np.full((4, 2), 3e38, np.float32)) is None  # sum overflows only
+    assert store.check_finite(np.zeros((0, 3), np.float16)) is None
+
+
+def test_empty_split_everywhere_is_no_split(good):
+    d, _ = good
+    lines = open(os.path.join(d, "utterances.csv")).read().splitlines()
+    lines = [lines[0] + ",split"] + [l + "," for l in lines[1:]]
+    open(os.path.join(d, "utterances.csv"), "w").write("\n".join(lines) + "\n")
+    assert store.open_store(d).column("split") == [""] * 6
+
+
+def test_layer_by_name(good):
+    d, arrays = good
+    s = store.open_store(d)
+    np.testing.assert_array_equal(s.layer("layer_1"), arrays[1])
+    with pytest.raises(store.StoreError, match="no layer 'layer_9'; layers: \\['cnn', 'layer_1'\\]"):
+        s.layer("layer_9")
+
+
+def test_finished_store_of_other_inputs_is_refused(good):
+    d, arrays = good
+    with pytest.raises(store.StoreError, match="finished store of another encoder"):
+        store.StoreWriter(d, "other", [("cnn", 4), ("layer_1", 7)], rows(6))
+    with pytest.raises(store.StoreError, match="finished store of another inputs \\(masks\\)"):
+        store.StoreWriter(d, "enc", [("cnn", 4), ("layer_1", 7)], rows(6),
+                          inputs={"masks": "abc"})
+    with pytest.raises(store.StoreError, match="finished store of another manifest"):
+        store.StoreWriter(d, "enc", [("cnn", 4), ("layer_1", 7)], rows(5))
+    same = store.StoreWriter(d, "enc", [("cnn", 4), ("layer_1", 7)], rows(6))
+    assert same.finished and same.done_rows() == 6
+    with pytest.raises(store.StoreError, match="already finished"):   # a write after finish
+        same.write_chunk(0, [a[:1] for a in arrays])
+
+
+def test_masks_are_part_of_the_digest(tmp_path):
+    d = str(tmp_path / "m")
+    w = store.StoreWriter(d, "enc", [("x", 2)], rows(3), inputs={"masks": "aaa"})
+    w.write_chunk(0, [np.ones((3, 2))])
+    w.finalize()
+    assert json.load(open(os.path.join(d, "meta.json")))["inputs"] == {"masks": "aaa"}
+    assert store.StoreWriter(d, "enc", [("x", 2)], rows(3), inputs={"masks": "aaa"}).finished
+    with pytest.raises(store.StoreError, match="inputs \\(masks\\)"):
+        store.StoreWriter(d, "enc", [("x", 2)], rows(3), inputs={"masks": "bbb"})
+    with pytest.raises(store.StoreError, match="inputs \\(masks\\)"):
+        store.StoreWriter(d, "enc", [("x", 2)], rows(3))
+
+
+def test_gaps_between_chunks(tmp_path):
+    d = str(tmp_path / "g")
+    w = store.StoreWriter(d, "enc", [("x", 2)], rows(10))
+    w.write_chunk(0, [np.ones((4, 2))])
+    with pytest.raises(store.StoreError, match="starts at row 6 but rows are written up to 4"):
+        w.write_chunk(6, [np.ones((4, 2))])
+    w.write_chunk(4, [np.ones((3, 2))])
+    w.write_chunk(7, [np.ones((3, 2))])
+    os.remove(os.path.join(d, ".partial", "chunk_000000004_000000007.npz"))  # a lost chunk
+    w2 = store.StoreWriter(d, "enc", [("x", 2)], rows(10))
+    assert w2.done_rows() == 4
+    assert [c[:2] for c in w2._chunks()] == [(0, 4)]   # the chunk after the gap is redone
+    with pytest.raises(store.StoreError, match="only 4 of 10 rows"):
+        w2.finalize()
+    w2.write_chunk(4, [np.full((6, 2), 2.0)])
+    s = w2.finalize()
+    np.testing.assert_array_equal(s.layer(0)[4:], 2.0)
+
+
+def test_non_finite_chunk_names_the_vector(tmp_path):
+    w = store.StoreWriter(str(tmp_path / "s"), "enc", [("x", 2)], rows(5))
+    a = np.ones((3, 2))
+    a[2, 1] = np.inf
+    with pytest.raises(store.StoreError, match="1 vector\\(s\\), the first the chunk's vector 2"):
+        w.write_chunk(0, [a])
