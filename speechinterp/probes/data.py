@@ -108,7 +108,11 @@ def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
         # speaker identity needs every speaker in every split: a stratified split of the
         # utterances (a store's split column is speaker-disjoint for the other tasks)
         split = stratified_split(y, seed)
-    elif split_col is not None and all(s in SPLIT_NAMES for s in split_col):
+    elif split_col is not None and any(s.strip() for s in split_col):
+        bad = sorted({s for s in split_col if s not in SPLIT_NAMES})
+        if bad:   # never drop the column silently (an empty column is no split)
+            raise TaskError(f"{store.path}/utterances.csv: split value(s) {bad[:10]} are not "
+                            f"{list(SPLIT_NAMES)} ({sum(s in bad for s in split_col)} rows)")
         split = np.array([SPLIT_NAMES.index(s) for s in split_col], np.int32)
     elif groups is not None:
         split = speaker_disjoint_split(y, groups, seed)
