@@ -106,6 +106,18 @@ def test_masks_change_only_later_layers():
     np.testing.assert_allclose(np.asarray(rep[-1]), 0.5)
 
 
+def test_masks_for_unknown_layers_are_errors():
+    """A misspelt layer name raises (naming it and the real layers) instead of being ignored."""
+    enc = CNNEncoder.from_preset("tiny", seed=1)
+    waves = _waves([9000])
+    d = enc.hidden_states(waves)[0].shape[-1]
+    for call in (enc.hidden_states, enc.pooled):
+        with pytest.raises(ValueError) as e:
+            call(waves, masks={"cnn_1": np.zeros(d), "layer_9": np.zeros(d)})
+        assert "['cnn_1', 'layer_9']" in str(e.value)
+        assert str(list(enc.layer_names)) in str(e.value)
+
+
 def test_init_random_differs_and_is_reproducible():
     enc = CNNEncoder.from_preset("tiny", seed=0)
     a, b = enc.init_random(1), enc.init_random(1)

@@ -217,7 +217,13 @@ def test_masks_act_inside_the_forward_pass(speech):
             assert diff == 0.0, name
         else:
             assert diff > 1e-3, name
-    assert not np.asarray(masked[names.index("layer_1")])[:, :5].any()
+    k = names.index("layer_1")
+    assert not np.asarray(masked[k])[:, :5].any() and np.abs(np.asarray(base[k])[:, :5]).max() > 0
+    # the other neurons of the masked layer are unchanged
+    np.testing.assert_allclose(np.asarray(masked[k])[:, 5:], np.asarray(base[k])[:, 5:],
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['layer_99'\]"):
+        ours.pooled(waves, masks={"layer_99": keep})
 
 
 def test_init_random_and_bfloat16(speech):

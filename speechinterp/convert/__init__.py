@@ -2,15 +2,19 @@
 
 A family module registers a format with :func:`register_format`; ``detect(path) -> bool`` says
 whether a source looks like that format, ``convert(path, **options) -> Encoder`` builds the Flax
-encoder (params as numpy arrays, ``source_sha256`` set).
+encoder (params as numpy arrays, ``source_sha256`` set). The valid option names are the
+function's keyword parameters, or ``options`` given to :func:`register_format` (a list, or a
+function returning one) where the function takes ``**options``; :func:`convert` rejects any other
+name with a :class:`ConvertOptionError` listing the valid ones.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import os
+import inspect
 import pkgutil
-from typing import Callable
+from typing import Callable, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,15 +23,22 @@ class Format:
     detect: Callable[[str], bool]
     convert: Callable[..., object]
     description: str = ""
+    options: Sequence[str] | Callable[[], Sequence[str]] | None = None
+
+
+class ConvertOptionError(ValueError):
+    """A converter option that the format does not have."""
 
 
 _FORMATS: dict[str, Format] = {}
 
 
-def register_format(name: str, detect: Callable[[str], bool], description: str = ""):
-    """Decorator for a ``convert(path, **options) -> Encoder`` function."""
+def register_format(name: str, detect: Callable[[str], bool], description: str = "",
+                    options: Sequence[str] | Callable[[], Sequence[str]] | None = None):
+    """Decorator for a ``convert(path, **options) -> Encoder`` function; ``options`` names the
+    options it takes through ``**options`` (default: its keyword parameters only)."""
     def deco(fn):
-        _FORMATS[name] = Format(name, detect, fn, description)
+        _FORMATS[name] = Format(name, detect, fn, description, options)
         return fn
     return deco
 
@@ -64,10 +75,33 @@ def detect_format(path: str) -> str:
     return hits[0]
 
 
+def format_options(name: str) -> list[str]:
+    """The option names format ``name`` accepts."""
+    fmts = formats()
+    if name not in fmts:
+        raise KeyError(f"unknown format {name!r}; known: {sorted(fmts)}")
+    fmt = fmts[name]
+    params = list(inspect.signature(fmt.convert).parameters.values())[1:]   # after path
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    extra = fmt.options() if callable(fmt.options) else (fmt.options or ())
+    return sorted(set(names) | set(extra))
+
+
+def check_options(name: str, options) -> None:
+    """Raise :class:`ConvertOptionError` naming any option format ``name`` does not take."""
+    valid = format_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConvertOptionError(
+            f"unknown option(s) {', '.join(unknown)} for format {name}; valid options: "
+            f"{', '.join(valid) if valid else 'none'}")
+
+
 def convert(path: str, format: str | None = None, **options):
     """Convert ``path`` to an :class:`~speechinterp.encoders.base.Encoder`."""
     fmts = formats()
     name = format or detect_format(path)
     if name not in fmts:
         raise KeyError(f"unknown format {name!r}; known: {sorted(fmts)}")
+    check_options(name, options)
     return fmts[name].convert(path, **options)

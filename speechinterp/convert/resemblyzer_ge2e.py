@@ -8,6 +8,8 @@ The file (resemblyzer 0.1.4 wheel, ``resemblyzer/pretrained.pt``) is a torch zip
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from speechinterp.checkpoint import sha256_of
@@ -70,7 +72,8 @@ def params_from_state(state, cfg: GE2EConfig, source: str = "checkpoint"):
 
 
 @register_format("resemblyzer_ge2e", detect,
-                 "Resemblyzer GE2E VoiceEncoder pretrained.pt (torch pickle, model_state)")
+                 "Resemblyzer GE2E VoiceEncoder pretrained.pt (torch pickle, model_state)",
+                 options=lambda: [f.name for f in dataclasses.fields(GE2EConfig)])
 def convert(path: str, **options) -> GE2EEncoder:
     cfg = GE2EConfig(**{k: type(getattr(GE2EConfig(), k))(v) for k, v in options.items()})
     state = _state(torch_pickle.load(path))

@@ -373,7 +373,9 @@ def _parse_option(v):
 
 @register_format("speechbrain", detect,
                  "SpeechBrain x-vector / ECAPA-TDNN: directory with embedding_model.ckpt + "
-                 "hyperparams.yaml (or the .ckpt with family=xvector|ecapa)")
+                 "hyperparams.yaml (or the .ckpt with family=xvector|ecapa)",
+                 options=lambda: ["family", "hyperparams"] + sorted(
+                     {f.name for c, _ in FAMILIES.values() for f in dataclasses.fields(c)}))
 def convert(path: str, **options):
     options = {k: _parse_option(v) for k, v in options.items()}
     ckpt, hp = _paths(path, options.pop("hyperparams", None))

@@ -152,8 +152,17 @@ def detect(path: str) -> bool:
     return any(re.search(r"(^|/)conv1W$", c) for c in names.values())
 
 
+def _cnn_option_names() -> list[str]:
+    """``strides``, ``pooling`` and the CNNConfig fields (the rest is read from the weights)."""
+    import dataclasses
+
+    from speechinterp.encoders.cnn import CNNConfig
+    return ["pooling", "strides"] + [f.name for f in dataclasses.fields(CNNConfig)]
+
+
 @register_format("tf_dialect_cnn", detect,
-                 "Shon et al. dialect/speaker-ID CNN, TensorFlow checkpoint V2 (conv1W ... fc3W)")
+                 "Shon et al. dialect/speaker-ID CNN, TensorFlow checkpoint V2 (conv1W ... fc3W)",
+                 options=lambda: _cnn_option_names())
 def convert(path: str, prefix: str = "", mapping=None, verify=True, **options):
     """TF checkpoint V2 -> :class:`~speechinterp.encoders.cnn.CNNEncoder`.
 

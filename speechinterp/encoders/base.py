@@ -11,7 +11,8 @@ A family subclasses :class:`Encoder` and implements three pure pieces:
 
 ``masks`` maps a layer name to a per-neuron multiplier [D] (1 keeps, 0 ablates), or to a pair
 ``(keep, value)`` that replaces ablated neurons by ``value``; it is applied *inside* the forward
-pass (:func:`apply_layer_mask`), so later layers see the ablation.
+pass (:func:`apply_layer_mask`), so later layers see the ablation. A name that is not one of
+``layer_names`` is an error (:meth:`Encoder.check_masks`), never silently ignored.
 """
 from __future__ import annotations
 
@@ -96,10 +97,26 @@ class Encoder:
         """Shortest input (samples) that yields at least one frame at every layer."""
         return 400
 
+    def check_masks(self, masks: Masks | None) -> None:
+        """Raise ValueError naming any mask whose name is not one of ``layer_names``."""
+        if not masks:
+            return
+        names = list(self.layer_names)
+        unknown = [k for k in masks if k not in names]
+        if unknown:
+            kind = self.family or type(self).__name__
+            raise ValueError(f"masks for unknown layer(s) {unknown} of this {kind} encoder; "
+                             f"its layers are {names}")
+
     def _jitted(self):
+        """The jitted ``apply``; masks are checked against ``layer_names`` first."""
         fn = self.__dict__.get("_jit_apply")
         if fn is None:
-            fn = jax.jit(self.apply)
+            jitted = jax.jit(self.apply)
+
+            def fn(params, waveforms, lengths, masks=None):
+                self.check_masks(masks)
+                return jitted(params, waveforms, lengths, masks)
             self.__dict__["_jit_apply"] = fn
         return fn
 
