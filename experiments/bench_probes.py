@@ -76,7 +76,7 @@ def build_store(path):
 
 
 def sequential_protocol(store, train_fn, predict_fn):
-    """The protocol of METHOD.md with one probe at a time (the peers' way of running it)."""
+    """The protocol of docs/method.md with one probe at a time (the peers' way of running it)."""
     from speechinterp.probes import data as D
     from speechinterp.probes import ranking as R
     td = D.prepare_task(store, "prop", 0)

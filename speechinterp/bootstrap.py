@@ -1,4 +1,4 @@
-"""Percentile bootstrap intervals for accuracies, clustered by speaker (METHOD.md, Statistics).
+"""Percentile bootstrap intervals for accuracies, clustered by speaker (docs/method.md, Statistics).
 
 Utterances of one speaker are not independent: a probe tends to get all of a speaker's
 utterances right or all wrong. Resampling utterances then gives intervals that are far too

@@ -1,4 +1,4 @@
-"""The representation store (DESIGN.md): one directory per encoder x manifest.
+"""The representation store (docs/formats.md): one directory per encoder x manifest.
 
     meta.json        {"version": 1, "encoder": str, "pooling": "mean",
                       "layers": [{"name": str, "dim": int}, ...], "dtype": "float32"|"float16"}

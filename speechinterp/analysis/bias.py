@@ -1,4 +1,4 @@
-"""Bias of a task model through its own neurons (METHOD.md, "Bias"; Chowdhury et al. 2023 §7).
+"""Bias of a task model through its own neurons (docs/method.md, "Bias"; Chowdhury et al. 2023 §7).
 
 The neurons most salient for a protected property (e.g. gender), taken from the probe ranking on
 the model's own representations, are masked *inside* the encoder's forward pass (a pure-function

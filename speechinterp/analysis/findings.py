@@ -1,4 +1,4 @@
-"""The paper's nine findings (METHOD.md), each a stated criterion over 95% intervals.
+"""The paper's nine findings (docs/method.md), each a stated criterion over 95% intervals.
 
 Each finding is evaluated per encoder (or encoder/property pair) it is *about*, with one of
 three outcomes, ``holds``, ``does not hold`` or ``undecided`` (always with the reason), and the

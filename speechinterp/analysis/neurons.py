@@ -1,4 +1,4 @@
-"""Across-property neuron analyses: overlap of salient neurons and redundancy (METHOD.md).
+"""Across-property neuron analyses: overlap of salient neurons and redundancy (docs/method.md).
 
 Overlap follows the paper's shared-neuron counts; redundancy follows NeuroX ``clustering.py``
 (correlation clustering of neurons, Dalvi et al. 2020) and the top-vs-random ablation gap.

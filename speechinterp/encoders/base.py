@@ -1,4 +1,4 @@
-"""The encoder contract shared by every family (see DESIGN.md, "Encoders: one contract").
+"""The encoder contract shared by every family (see docs/design.md, "The encoder contract").
 
 A family subclasses :class:`Encoder` and implements three pure pieces:
 
@@ -45,7 +45,7 @@ def frame_mask(lengths: jax.Array, num_frames: int) -> jax.Array:
 
 
 def mean_pool(h: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Mean of [B, T, D] over the valid frames of each utterance (METHOD.md, utterance vector)."""
+    """Mean of [B, T, D] over the valid frames of each utterance (docs/method.md)."""
     m = frame_mask(lengths, h.shape[1]).astype(h.dtype)[..., None]
     return (h * m).sum(1) / jnp.maximum(m.sum(1), 1)
 

@@ -1,4 +1,4 @@
-"""The dialect / speaker-ID end-to-end CNN of Shon et al. (METHOD.md, "Task-oriented CNNs").
+"""The dialect / speaker-ID end-to-end CNN of Shon et al. (docs/method.md, "Encoders").
 
 Reference: S. Shon, A. Ali, J. Glass, "Convolutional Neural Networks and Language Embeddings for
 End-to-End Dialect Recognition", Odyssey 2018; public TensorFlow code github.com/swshon/dialectID_e2e

@@ -1,4 +1,4 @@
-"""The probing protocol of METHOD.md (Linguistic Correlation Analysis, NeuroX), vectorised.
+"""The probing protocol of docs/method.md (Linguistic Correlation Analysis, NeuroX), vectorised.
 
 :func:`run_probing` trains every probe of a task in two jitted calls of
 :func:`~.elastic_net.fit_bands_planned` (every probe reads a column interval of one X; the
@@ -22,9 +22,9 @@ store is opened, so they are compiled in background threads while the data loads
 :func:`fit_grid` and :func:`fit_layers` (vmapped :func:`~.elastic_net.fit_probe`, probe axis
 sharded over local devices) remain for direct use.
 
-:func:`run_probing` returns ``(results, details)``: ``results`` has exactly the keys of DESIGN.md's
-``results.json``; ``details`` holds the rest (chosen lambdas, seed spread, per-neuron accuracies,
-timings).
+:func:`run_probing` returns ``(results, details)``: ``results`` has exactly the keys of
+docs/formats.md's ``results.json``; ``details`` holds the rest (chosen lambdas, seed spread,
+per-neuron accuracies, timings).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ SELECTIONS = ("top", "random", "bottom")
 # ----------------------------------------------------------------------------- vmapped fits
 def _shard_probes(arrays, n):
     """Pad the leading (probe) axis of ``arrays`` to a multiple of the local device count and
-    shard it over a 1-D mesh, so each device trains its share of the probes (DESIGN.md: probe
+    shard it over a 1-D mesh, so each device trains its share of the probes (docs/design.md: probe
     stacks shard over the probe axis). A no-op on one device or for fewer probes than devices."""
     devs = jax.local_devices()
     if len(devs) == 1 or n < len(devs):
@@ -307,7 +307,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                 ablation_pcts=ABLATION_PCTS,
                 band_cost: float = 3000.0, layerwise_only: bool = False,
                 per_neuron: bool = True, progress: Callable[[str], None] | None = None):
-    """Run the whole protocol of METHOD.md for one task on one store.
+    """Run the whole protocol of docs/method.md for one task on one store.
 
     Two jitted calls train everything: (1) the layer-wise task and control probes (lambda grid,
     seeds) next to the oracle on all layers concatenated; (2) after the ranking, every

@@ -64,7 +64,7 @@ def select(ordering: np.ndarray, fraction: float, how: str, seed: int = 0) -> np
 
 
 def minimal_subset_sizes(num_neurons: int) -> np.ndarray:
-    """Candidate subset sizes: 0.1%..10% in 0.1% steps, then 15, 20, ..., 90% (METHOD.md)."""
+    """Candidate subset sizes: 0.1%..10% in 0.1% steps, then 15, 20, ..., 90% (docs/method.md)."""
     fracs = np.concatenate([np.arange(1, 101) / 1000.0, np.arange(15, 95, 5) / 100.0])
     return np.unique(np.maximum(1, np.round(fracs * num_neurons).astype(np.int64)))
 
@@ -77,7 +77,7 @@ def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
 
 def ranking_stability(orderings, fractions=(0.01, 0.05)) -> dict:
     """How far rankings from different seeds agree: the mean over seed pairs of the top-1% and
-    top-5% overlap, and of the Spearman correlation of the neurons' ranks (METHOD.md: a
+    top-5% overlap, and of the Spearman correlation of the neurons' ranks (docs/method.md: a
     neuron-level claim states it)."""
     from itertools import combinations
 
