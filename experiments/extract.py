@@ -8,8 +8,11 @@ The manifest is a CSV with ``utt_id``, ``path`` (absolute or relative to the man
 and any property columns, which are copied to the store's utterances.csv. Rows are processed in
 chunks that are committed atomically; a killed run resumes at the first unfinished chunk and
 ends in the same bytes as an uninterrupted one. Unusable audio is skipped, named in a warning and
-listed in STORE/skipped.csv; the rest goes on. ``--masks`` (npz: layer name -> per-neuron
-multiplier) extracts from an ablated encoder.
+listed in STORE/skipped.csv; the rest goes on (so is a row whose vector comes out NaN/inf).
+The manifest is checked before any work (fields per line, unique utt_ids, split values).
+``--masks`` (npz: layer name -> per-neuron multiplier, each layer one of the encoder's) extracts
+from an ablated encoder; the masks file's hash is part of the store's digest, so other masks
+never reuse a store.
 
 Several hosts: run the same command on every host with ``--distributed``. Each batch is sharded
 over the devices of all hosts; every host reads the same chunk of audio, and only process 0
@@ -17,7 +20,6 @@ writes the store (the resume point is broadcast from it). Without the three addr
 ``jax.distributed.initialize()`` finds the cluster itself (TPU pods, SLURM, ...); on CPU the
 cross-process collectives use gloo.
 """
-import csv
 import os
 import time
 
@@ -30,29 +32,30 @@ flags.DEFINE_string("encoder", None, "Encoder directory (experiments.convert out
                     required=True)
 flags.DEFINE_string("manifest", None, "Manifest CSV.", required=True)
 flags.DEFINE_string("out", None, "Store directory.", required=True)
-flags.DEFINE_integer("batch_size", 16, "Utterances per forward pass.")
-flags.DEFINE_integer("chunk_size", 256, "Manifest rows per committed chunk.")
+flags.DEFINE_integer("batch_size", 16, "Utterances per forward pass.", lower_bound=1)
+flags.DEFINE_integer("chunk_size", 256, "Manifest rows per committed chunk.", lower_bound=1)
 flags.DEFINE_string("masks", None, "npz of per-neuron multipliers by layer name.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Storage dtype.")
-flags.DEFINE_float("min_seconds", 0.1, "Shorter audio is skipped.")
+flags.DEFINE_float("min_seconds", 0.1, "Shorter audio is skipped.", lower_bound=0.0)
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's HOST:PORT.")
-flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
-flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.",
+                     lower_bound=1)
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.",
+                     lower_bound=0)
 flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation cache: later "
                     "runs of the same architecture (its random copy, masked runs) skip jit "
                     "compilation.")
 
 
 def read_manifest(path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise app.UsageError(f"{path}: empty manifest")
-    missing = {"utt_id", "path"} - set(rows[0])
-    if missing:
-        raise app.UsageError(f"{path}: manifest lacks column(s) {sorted(missing)}")
-    return rows
+    """Manifest rows, all checked before any work (speechinterp.extract.read_manifest)."""
+    from speechinterp.extract import ExtractError
+    from speechinterp.extract import read_manifest as read
+    try:
+        return read(path)
+    except ExtractError as e:
+        raise app.UsageError(str(e)) from None
 
 
 def main(argv):
@@ -70,19 +73,30 @@ def main(argv):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     lead = jax.process_index() == 0
     from speechinterp import audio, encoders, store
-    from speechinterp.extract import layer_dims, length_batches, pooled_vectors
+    from speechinterp.extract import (ExtractError, SkipLog, file_sha256, layer_dims,
+                                      length_batches, load_masks, non_finite_rows,
+                                      pooled_vectors)
 
-    enc = encoders.load(FLAGS.encoder)
-    masks = dict(np.load(FLAGS.masks)) if FLAGS.masks else None
     rows = read_manifest(FLAGS.manifest)
+    enc = encoders.load(FLAGS.encoder)
     root = os.path.dirname(os.path.abspath(FLAGS.manifest))
     name = os.path.basename(os.path.normpath(FLAGS.encoder))
     layers = list(zip(enc.layer_names, layer_dims(enc)))
-    writer = (store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
-                                extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
-                                            "masks": FLAGS.masks}) if lead else None)
-    skip_log = os.path.join(FLAGS.out, "skipped.csv")
+    try:
+        masks = (load_masks(FLAGS.masks, enc.layer_names, [d for _, d in layers])
+                 if FLAGS.masks else None)
+        writer = (store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
+                                    extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
+                                                "masks": FLAGS.masks},
+                                    inputs={"masks": file_sha256(FLAGS.masks)} if masks
+                                    else None) if lead else None)
+    except (ExtractError, store.StoreError) as e:
+        raise app.UsageError(str(e)) from None
     start = writer.done_rows() if lead else 0
+    skip_log = SkipLog(os.path.join(FLAGS.out, "skipped.csv"), rows, start) if lead else None
+    if lead and 0 < start < len(rows):
+        print(f"resuming at row {start} of {len(rows)} (rows before it are committed)",
+              flush=True)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         start = int(multihost_utils.broadcast_one_to_all(np.int64(start)))
@@ -91,7 +105,7 @@ def main(argv):
     t0, done = time.perf_counter(), 0
     while start < len(rows):
         stop = min(start + FLAGS.chunk_size, len(rows))
-        waves, kept, skipped = [], [], []
+        waves, kept, reasons = [], [], {}
         for i in range(start, stop):
             p = rows[i]["path"]
             p = p if os.path.isabs(p) else os.path.join(root, p)
@@ -99,22 +113,28 @@ def main(argv):
                 waves.append(audio.load_audio(p, enc.sample_rate, FLAGS.min_seconds))
                 kept.append(i)
             except audio.AudioError as e:
-                skipped.append(i)
-                if not lead:
-                    continue
-                logging.warning("skipping %s", e)
-                print(f"skipping {e}", flush=True)
-                new = not os.path.exists(skip_log)
-                with open(skip_log, "a", newline="") as f:
-                    w = csv.writer(f)
-                    if new:
-                        w.writerow(["utt_id", "path", "reason"])
-                    w.writerow([rows[i]["utt_id"], p, e.reason])
+                reasons[i] = (p, e.reason)
+                if lead:
+                    logging.warning("skipping %s", e)
+                    print(f"skipping {e}", flush=True)
         out = [np.zeros((len(kept), d), np.float32) for _, d in layers]
         for b in length_batches([len(w) for w in waves], FLAGS.batch_size):
             vecs = pooled_vectors(enc, [waves[j] for j in b], masks)
             for k, v in enumerate(vecs):
                 out[k][b] = v
+        bad = non_finite_rows(out, enc.layer_names)   # never written: a named skip
+        for j, why in bad.items():
+            p = rows[kept[j]]["path"]
+            reasons[kept[j]] = (p if os.path.isabs(p) else os.path.join(root, p), why)
+            if lead:
+                logging.warning("skipping %s: %s", reasons[kept[j]][0], why)
+                print(f"skipping {reasons[kept[j]][0]}: {why}", flush=True)
+        if bad:
+            good = [j for j in range(len(kept)) if j not in bad]
+            out, kept = [o[good] for o in out], [kept[j] for j in good]
+        skipped = sorted(reasons)
+        if lead:
+            skip_log.add([(rows[i]["utt_id"], *reasons[i]) for i in skipped])
         start = writer.write_chunk(start, out, skipped=skipped) if lead else stop
         done += len(kept) + len(skipped)
         bar.update(len(kept) + len(skipped))
@@ -129,4 +149,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from speechinterp import cli
+    cli.run(main)

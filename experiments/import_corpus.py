@@ -20,15 +20,18 @@ Splits are speaker-disjoint (the corpus' own split where it has one). Listed fil
 disk are skipped and named. Prints the counts per split and label.
 """
 import os
+import sys
 
 from absl import app, flags
 
 FORMATS = ("voxceleb1", "common_voice", "adi17", "folders", "manifest")
+ALIASES = {"folder": "folders"}
 DEFAULT_LABEL = {"voxceleb1": "gender", "common_voice": "gender", "adi17": "dialect",
                  "folders": "label", "manifest": None}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", None, FORMATS, "Corpus layout.", required=True)
+flags.DEFINE_enum("format", None, FORMATS + tuple(ALIASES), "Corpus layout (folder = folders).",
+                  required=True)
 flags.DEFINE_string("root", None, "Corpus folder (a file for --format=manifest).",
                     required=True)
 flags.DEFINE_string("out", None, "Manifest CSV to write.", required=True)
@@ -39,10 +42,22 @@ flags.DEFINE_string("table_format", None, "manifest: csv, tsv or jsonl (default:
                     "extension).")
 flags.DEFINE_string("meta", None, "voxceleb1: path of vox1_meta.csv (default ROOT/).")
 flags.DEFINE_integer("speaker_level", 0, "folders: folder depth below the label naming the "
-                     "speaker (0: none).")
+                     "speaker (0: none, a split by utterance).", lower_bound=0)
 flags.DEFINE_list("fractions", ["0.8", "0.1", "0.1"], "train,dev,test shares of speakers.")
 flags.DEFINE_integer("seed", 0, "Seed of the speaker-disjoint split.")
 flags.DEFINE_bool("resplit", False, "manifest: ignore the file's own split column.")
+
+
+def _fractions_ok(values):
+    try:
+        fr = [float(v) for v in values]
+    except ValueError:
+        return False
+    return len(fr) == 3 and all(f >= 0 and f == f for f in fr) and sum(fr) > 0 and fr[0] > 0
+
+
+flags.register_validator("fractions", _fractions_ok, "--fractions needs three non-negative "
+                         "numbers train,dev,test with a positive train share, e.g. 0.8,0.1,0.1")
 
 
 def run(fmt, root, out, label=None, columns=(), table_format=None, meta=None, speaker_level=0,
@@ -50,6 +65,7 @@ def run(fmt, root, out, label=None, columns=(), table_format=None, meta=None, sp
     """Import and write the manifest; returns the importer's ``manifest.Imported``."""
     from speechinterp.corpus import adi17, common_voice, folders, manifest, voxceleb
 
+    fmt = ALIASES.get(fmt, fmt)
     if fmt == "voxceleb1":
         res = voxceleb.import_voxceleb1(root, meta, fractions, seed)
     elif fmt == "common_voice":
@@ -77,7 +93,8 @@ def main(argv):
     if len(fractions) != 3:
         raise app.UsageError(f"--fractions needs three numbers (train,dev,test), got "
                              f"{FLAGS.fractions}")
-    if FLAGS.format != "manifest" and (FLAGS.columns or FLAGS.table_format):
+    if ALIASES.get(FLAGS.format, FLAGS.format) != "manifest" and (FLAGS.columns or
+                                                                  FLAGS.table_format):
         raise app.UsageError("--columns and --table_format apply to --format=manifest only")
     try:
         res = run(FLAGS.format, FLAGS.root, FLAGS.out, FLAGS.label, FLAGS.columns,
@@ -87,8 +104,10 @@ def main(argv):
         raise app.UsageError(str(e))
     for w in res.warnings():
         print(f"skipped {w}")
-    label = (FLAGS.label if FLAGS.format != "folders" else FLAGS.label or "label") \
-        or DEFAULT_LABEL[FLAGS.format]
+    for note in res.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    fmt = ALIASES.get(FLAGS.format, FLAGS.format)
+    label = (FLAGS.label if fmt != "folders" else FLAGS.label or "label") or DEFAULT_LABEL[fmt]
     counts = manifest.split_counts(res.rows, label)
     speakers = {s: len({r.get("speaker") for r in res.rows if r["split"] == s and
                         r.get("speaker")}) for s in counts}

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+MIN_RATE, MAX_RATE = 1000, 384000   # sample rates outside this are a broken header
+
 
 class AudioError(ValueError):
     """An audio file cannot be used; ``path`` and ``reason`` say which and why."""
@@ -18,9 +20,10 @@ def load_audio(path: str, sample_rate: int = 16000, min_seconds: float = 0.1,
                strict_rate: bool = False) -> np.ndarray:
     """Mono float32 audio at ``sample_rate``.
 
-    Raises :class:`AudioError` (naming the file) for a missing or unreadable file, an empty or
-    too-short signal, non-finite samples, all-zero audio, or (``strict_rate``) a file whose own
-    rate differs from ``sample_rate``.
+    Raises :class:`AudioError` (naming the file) for a missing or unreadable file, a sample rate
+    outside [``MIN_RATE``, ``MAX_RATE``] Hz (a broken header; checked before resampling), an empty
+    or too-short signal, non-finite samples, all-zero audio, or (``strict_rate``) a file whose
+    own rate differs from ``sample_rate``.
     """
     if not os.path.exists(path):
         raise AudioError(path, "file not found")
@@ -37,6 +40,9 @@ def load_audio(path: str, sample_rate: int = 16000, min_seconds: float = 0.1,
         except Exception as e:
             raise AudioError(path, f"unreadable audio ({type(sf_err).__name__}: {sf_err}; "
                                    f"{type(e).__name__}: {e})") from e
+    if not MIN_RATE <= sr <= MAX_RATE:
+        raise AudioError(path, f"implausible sample rate {sr} Hz in the header (expected "
+                               f"{MIN_RATE}-{MAX_RATE} Hz)")
     if strict_rate and sr != sample_rate:
         raise AudioError(path, f"sample rate {sr} Hz, expected {sample_rate} Hz")
     wav = np.asarray(wav, np.float32)

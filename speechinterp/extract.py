@@ -61,3 +61,127 @@ def layer_dims(encoder) -> list[int]:
     """Output width of every probed layer (one short forward pass)."""
     wave = np.random.default_rng(0).normal(0, 0.1, encoder.min_samples() * 2).astype(np.float32)
     return [v.shape[1] for v in pooled_vectors(encoder, [wave])]
+
+
+# ----------------------------------------------------------------------------- input checks
+class ExtractError(ValueError):
+    """Input of an extraction is unusable (manifest, masks); the message names the culprit."""
+
+
+def read_manifest(path: str) -> list[dict]:
+    """The rows of an extraction manifest (CSV, or TSV / JSONL by extension), checked before any
+    work: a field count that disagrees with the header, missing columns, an empty utt_id or
+    path, repeated utt_ids and unknown split values are an :class:`ExtractError` naming the
+    file, the line(s) and the value."""
+    import os
+    from speechinterp.corpus import manifest
+    try:
+        try:
+            fmt = manifest.table_format(path)
+        except manifest.ManifestError:
+            fmt = "csv"
+        if not os.path.isfile(path):
+            raise manifest.ManifestError(f"{path}: manifest not found")
+        cols, rows = manifest.read_table(path, fmt)
+        if not rows:
+            raise manifest.ManifestError(f"{path}: empty manifest")
+        missing = sorted({"utt_id", "path"} - set(cols))
+        if missing:
+            raise manifest.ManifestError(f"{path}: manifest lacks column(s) {missing}; "
+                                         f"it has {cols}")
+        manifest.check_rows(rows, path)
+    except manifest.ManifestError as e:
+        raise ExtractError(str(e)) from None
+    for r in rows:
+        del r["__line__"]
+    return rows
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_masks(path: str, layer_names, dims) -> dict[str, np.ndarray]:
+    """Per-neuron multipliers by layer name from an npz, checked against the encoder: an unknown
+    layer (listing ``layer_names``), a wrong width or a non-finite value is an
+    :class:`ExtractError`."""
+    import os
+    if not os.path.isfile(path):
+        raise ExtractError(f"--masks={path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            masks = {k: np.asarray(z[k]) for k in z.files}
+    except Exception as e:   # not an npz (zip of .npy files)
+        raise ExtractError(f"--masks={path}: not a readable .npz ({type(e).__name__}: {e})")
+    width = dict(zip(layer_names, dims))
+    problems = []
+    unknown = [k for k in masks if k not in width]
+    if unknown:
+        problems.append(f"layer(s) {unknown} not in the encoder; its layers: {list(layer_names)}")
+    for k, m in masks.items():
+        if k in width and m.shape != (width[k],):
+            problems.append(f"{k!r} has shape {m.shape}, the layer has {width[k]} neurons")
+        elif k in width and not np.all(np.isfinite(m)):
+            problems.append(f"{k!r} has {int(np.sum(~np.isfinite(m)))} non-finite value(s)")
+    if not masks:
+        problems.append("no masks in the file")
+    if problems:
+        raise ExtractError(f"--masks={path}: {len(problems)} problem(s): " + "; ".join(problems))
+    return {k: m.astype(np.float32) for k, m in masks.items()}
+
+
+def non_finite_rows(vectors, layer_names) -> dict[int, str]:
+    """{row: reason} for the rows whose pooled vector is non-finite in any layer."""
+    out: dict[int, str] = {}
+    for name, v in zip(layer_names, vectors):
+        for i in np.flatnonzero(~np.isfinite(v).all(axis=1)):
+            out.setdefault(int(i), f"the encoder's output is non-finite (NaN/inf) in layer "
+                                   f"{name!r}")
+    return out
+
+
+class SkipLog:
+    """``skipped.csv`` (utt_id, path, reason) of an extraction: rows are added per chunk before
+    the chunk is committed, and a resumed run first drops the rows of uncommitted chunks, so no
+    row is listed twice."""
+
+    HEADER = ["utt_id", "path", "reason"]
+
+    def __init__(self, path: str, rows, done_rows: int):
+        import csv
+        import os
+        self.path = path
+        if not os.path.exists(path):
+            return
+        index = {r["utt_id"]: i for i, r in enumerate(rows)}
+        with open(path, newline="") as f:
+            old = list(csv.reader(f))[1:]
+        keep, seen = [], set()
+        for line in old:
+            if line and line[0] in index and index[line[0]] < done_rows and line[0] not in seen:
+                seen.add(line[0])
+                keep.append(line)
+        if done_rows == 0 or not keep:
+            os.remove(path)
+            return
+        self._write(keep, "w")
+
+    def _write(self, lines, mode):
+        import csv
+        import os
+        new = mode == "w" or not os.path.exists(self.path)
+        with open(self.path, mode if not new else "w", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(self.HEADER)
+            w.writerows(lines)
+
+    def add(self, entries) -> None:
+        """Append [(utt_id, path, reason)] (one chunk's, in row order)."""
+        if entries:
+            self._write([list(e) for e in entries], "a")

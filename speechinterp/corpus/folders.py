@@ -22,6 +22,9 @@ def import_folders(root: str, label: str = "label", speaker_level: int = 0,
         raise ManifestError(f"{root}: not a folder")
     if not label or label in ("utt_id", "path", "split", "speaker"):
         raise ManifestError(f"label column name {label!r} is empty or reserved")
+    if speaker_level < 0:
+        raise ManifestError(f"speaker_level must be 0 (no speakers) or a folder depth >= 1, "
+                            f"got {speaker_level}")
     rows, skipped = [], []
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
@@ -53,4 +56,8 @@ def import_folders(root: str, label: str = "label", speaker_level: int = 0,
     if not rows:
         raise ManifestError(f"{root}: no audio files in label folders (<label>/**/*.wav; "
                             f"extensions {list(AUDIO_EXTENSIONS)})")
-    return Imported(speaker_disjoint_split(rows, fractions, seed, label), skipped)
+    notes = [] if speaker_level else [
+        f"{root}: no speaker folders (speaker_level=0): the split is by utterance, so one "
+        f"speaker's files can be in train and test; pass speaker_level=1 (--speaker_level=1) "
+        f"if <label>/<speaker>/ folders name the speakers"]
+    return Imported(speaker_disjoint_split(rows, fractions, seed, label), skipped, notes)

@@ -32,10 +32,12 @@ class ManifestError(ValueError):
 
 @dataclasses.dataclass
 class Imported:
-    """What an importer found: manifest ``rows`` and the files it ``skipped`` (path, reason)."""
+    """What an importer found: manifest ``rows``, the files it ``skipped`` (path, reason), and
+    ``notes``: warnings about the result as a whole (e.g. a split by utterance)."""
 
     rows: list[dict]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def warnings(self) -> list[str]:
         return [f"{p}: {why}" for p, why in self.skipped]
@@ -136,14 +138,15 @@ def parse_columns(spec: str | Sequence[str] | None) -> dict[str, str]:
 
 
 def read_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str | None = None,
-                  required: Iterable[str] = ("path",)) -> list[dict]:
+                  required: Iterable[str] = ("path",), check_split: bool = True) -> list[dict]:
     """Rows of a CSV / TSV / JSONL manifest under our column names.
 
     ``columns`` maps our names to the file's (``{"path": "wav_file", "speaker": "spk"}``);
     unmapped file columns keep their own names. ``path`` is made absolute (relative paths are
     relative to the manifest's folder). A missing ``utt_id`` is made from the path. Raises
     :class:`ManifestError` naming the file for a missing mapped or ``required`` column, an empty
-    path or a repeated utt_id (with its lines)."""
+    path, a repeated utt_id (with its lines) or (``check_split``) a split value other than
+    train / dev / test (an all-empty split column is no split)."""
     columns = dict(columns or {})
     cols, raw = read_table(path, fmt)
     if not raw:
@@ -183,6 +186,8 @@ def read_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str 
         row["__line__"] = line
         rows.append(row)
     check_unique_ids(rows, path)
+    if check_split:
+        check_splits(rows, path)
     for row in rows:
         del row["__line__"]
     return rows
@@ -193,16 +198,45 @@ def _outside(rel: str) -> bool:
 
 
 def check_unique_ids(rows: Sequence[dict], source: str) -> None:
-    """Raise :class:`ManifestError` naming a repeated utt_id and where it occurs (source lines
-    when the rows carry them, else row numbers)."""
-    seen: dict[str, object] = {}
+    """Raise :class:`ManifestError` naming every repeated utt_id and where it occurs (source
+    lines when the rows carry them, else row numbers)."""
+    where: dict[str, list] = {}
     unit = "lines" if rows and "__line__" in rows[0] else "rows"
     for i, r in enumerate(rows):
-        where = r.get("__line__", i + 1)
-        if r["utt_id"] in seen:
-            raise ManifestError(f"{source}: utt_id {r['utt_id']!r} repeats ({unit} "
-                                f"{seen[r['utt_id']]} and {where})")
-        seen[r["utt_id"]] = where
+        where.setdefault(r["utt_id"], []).append(r.get("__line__", i + 1))
+    dup = [(u, w) for u, w in where.items() if len(w) > 1]
+    if dup:
+        shown = "; ".join(f"utt_id {u!r} repeats ({unit} {', '.join(map(str, w[:-1]))} and "
+                          f"{w[-1]})" for u, w in dup[:10])
+        more = f" ({len(dup)} repeated utt_ids)" if len(dup) > 1 else ""
+        raise ManifestError(f"{source}: {shown}{' ...' if len(dup) > 10 else ''}{more}")
+
+
+def check_splits(rows: Sequence[dict], source: str) -> None:
+    """Every ``split`` cell is train / dev / test, or every one is empty (no split); else raise
+    :class:`ManifestError` naming the lines and values (rows may carry ``__line__``)."""
+    from speechinterp.store import StoreError
+    from speechinterp.store import check_splits as _check
+    try:
+        _check(rows, source)
+    except StoreError as e:
+        raise ManifestError(str(e)) from None
+
+
+def check_rows(rows: Sequence[dict], source: str) -> None:
+    """Validate manifest rows before any work: non-empty utt_id and path, unique utt_ids, split
+    values (see :func:`check_splits`); all problems in one :class:`ManifestError`."""
+    problems = []
+    for i, r in enumerate(rows):
+        where = f"line {r.get('__line__', i + 2)}"
+        empty = [c for c in ("utt_id", "path") if not (r.get(c) or "").strip()]
+        if empty:
+            problems.append(f"{where}: empty {' and '.join(empty)}")
+    if problems:
+        raise ManifestError(f"{source}: {len(problems)} row(s) without a needed value: "
+                            + "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
+    check_unique_ids(rows, source)
+    check_splits(rows, source)
 
 
 def drop_missing_files(rows: Sequence[dict], source: str = "manifest"
@@ -336,14 +370,15 @@ def import_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: st
                     resplit: bool = False) -> Imported:
     """A generic manifest as an importer: :func:`read_manifest`, listed files missing on disk
     skipped, and the manifest's own ``split`` kept when every row has train / dev / test and it is
-    speaker-disjoint (else, or with ``resplit``, a :func:`speaker_disjoint_split`)."""
-    rows = read_manifest(path, columns, fmt)
+    speaker-disjoint (an unknown or partly empty split is an error naming the lines; an empty or
+    absent split column, or ``resplit``, gives a :func:`speaker_disjoint_split`)."""
+    rows = read_manifest(path, columns, fmt, check_split=not resplit)
     if stratify and not any(stratify in r for r in rows):
         raise ManifestError(f"{path}: no column {stratify!r} to stratify the split by")
     rows, skipped = drop_missing_files(rows, path)
     if not rows:
         raise ManifestError(f"{path}: none of the listed files exists")
-    if not resplit and all(r.get("split") in SPLITS for r in rows):
+    if not resplit and all(r.get("split") for r in rows):
         check_speaker_disjoint(rows, path)
     else:
         rows = speaker_disjoint_split(rows, fractions, seed, stratify)
