@@ -25,16 +25,24 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
+from speechinterp import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output directory.", required=True)
 flags.DEFINE_enum("size", "small", ["tiny", "small", "medium", "large"], "Corpus size.")
 flags.DEFINE_integer("seed", 0, "Seed for speakers, sentences, channels and splits.")
 flags.DEFINE_list("voices", ["espeak"], "Voice sources: espeak (always), flite, festival, "
                   "flite:VOICE, festival:VOICE.")
+flags.DEFINE_bool("overwrite", False, "Replace --out when it holds something other than a "
+                  "built-in corpus (a store, an encoder, a file, other files).")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments {argv[1:]}: pass flags as --name=value")
+    held = cli.check_output(FLAGS.out, "out", ("corpus",), FLAGS.overwrite, "a built-in corpus")
+    if held not in (None, "corpus"):
+        cli.remove(FLAGS.out)          # --overwrite
     import librosa
     import soundfile as sf
 
@@ -96,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -2,22 +2,28 @@
 
     python -m experiments.probe --store=DIR --task=gender[,speaker,...] --out=DIR
         [--config=default|neurox] [--delta=0.01] [--seeds=1] [--search_stride=100]
+        (or: speechinterp probe ...)
 
 For each task writes OUT/TASK/: results.json (the DESIGN.md keys), details.json (chosen lambdas,
 seed spread, per-neuron ranking, timings), table.md, layerwise.png, minimal_subset.png,
-ablation.png.
+ablation.png. An --out that is a file or holds another artefact (a store, an encoder, a
+corpus) is refused before any work unless --overwrite is given. The console shows each task's
+table and the class counts per split beside the majority baseline.
 """
 import json
 import os
 import sys
 
-from absl import app, flags, logging
+import numpy as np
+from absl import flags, logging
 from tqdm import tqdm
 
+from speechinterp import cli
 from speechinterp import store as store_lib
 from speechinterp.analysis import plots, tables
 from speechinterp.probes import elastic_net, protocol
-from speechinterp.probes.data import TaskError
+from speechinterp.probes.data import (SPLIT_NAMES, TaskError, majority_accuracy, majority_class,
+                                      prepare_task)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("store", None, "Representation store directory.", required=True)
@@ -34,6 +40,38 @@ flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation
 flags.DEFINE_bool("layerwise_only", False,
                   "Stream mini-batches from the memory maps and run only layer-wise probes "
                   "(for stores larger than memory).")
+flags.DEFINE_bool("overwrite", False, "Replace --out when it holds something else.")
+cli.positive("seeds", "search_stride")
+cli.fraction("delta", closed=False)
+
+
+def class_counts(store, task: str, seed: int) -> str:
+    """'train: a 120, b 130; dev: ...; test: ...' and the training majority, for the console."""
+    td = prepare_task(store, task, seed)
+    parts = []
+    for i, name in enumerate(SPLIT_NAMES):
+        n = np.bincount(td.y[td.split == i], minlength=td.num_classes)
+        parts.append(f"{name}: " + ", ".join(f"{c} {k}" for c, k in zip(td.classes, n)))
+    maj = td.classes[majority_class(td)]
+    return (f"{task}: class counts per split: {'; '.join(parts)} (the majority baseline is "
+            f"the share of the training majority {maj!r} in test)")
+
+
+def check_out(out: str, tasks, overwrite: bool) -> None:
+    """Refuse --out (or OUT/TASK) holding something other than probe results, before work."""
+    held = cli.check_output(out, "out", ("probe results", "folder"), overwrite,
+                            "a probe results folder")
+    if held not in (None, "probe results", "folder"):
+        cli.remove(out)                  # --overwrite
+        return
+    for task in tasks:
+        sub = os.path.join(out, task)
+        held = cli.artefact(sub)
+        if held not in (None, "folder") and not os.path.isfile(os.path.join(sub, "results.json")):
+            if not overwrite:
+                raise cli.UserError(f"--out: {sub} holds {held}, not a task's probe results; "
+                                    f"pass --overwrite to replace it, or choose another --out")
+            cli.remove(sub)
 
 
 def write_task(out_dir, results, details):
@@ -54,11 +92,10 @@ def write_task(out_dir, results, details):
 
 
 def main(argv):
-    del argv
-    try:
-        store = store_lib.open_store(FLAGS.store)
-    except store_lib.StoreError as e:
-        sys.exit(f"error: {e}")
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments {argv[1:]}: pass flags as --name=value")
+    check_out(FLAGS.out, FLAGS.task, FLAGS.overwrite)
+    store = store_lib.open_store(FLAGS.store)
     if FLAGS.compilation_cache_dir:
         import jax
         jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
@@ -69,7 +106,10 @@ def main(argv):
         try:
             if FLAGS.layerwise_only:
                 rows = protocol.layerwise_streaming(store, task, cfg, seed=FLAGS.seed)
-                results = {"task": task, "probe_setting": FLAGS.config, "layers": rows}
+                td = prepare_task(store, task, FLAGS.seed)
+                results = {"task": task, "classes": td.classes, "probe_setting": FLAGS.config,
+                           "majority_accuracy": majority_accuracy(td),
+                           "split_sizes": td.split_sizes(), "layers": rows}
                 details = {"probe_setting": FLAGS.config}
             else:
                 stages = ["layer-wise probes", "oracle probe", "ranking", "ablation",
@@ -96,9 +136,10 @@ def main(argv):
         write_task(os.path.join(FLAGS.out, task), results, details)
         if "oracle" in results:
             print(tables.results_markdown(results))
+        print(class_counts(store, task, FLAGS.seed))
     if failed:
         sys.exit(f"failed tasks: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -433,4 +433,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from speechinterp import cli
+    cli.run(main, cli.study_log)

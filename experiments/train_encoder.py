@@ -1,7 +1,7 @@
 """Train the dialect / speaker-ID CNN from scratch for a property of a manifest.
 
     python -m experiments.train_encoder --manifest=utterances.csv --property=accent --out=DIR \
-        [--preset=mgb3|adi17|tiny] [--epochs=40] [--patience=6] [--batch_size=32] [--lr=3e-3]
+        [--preset=mgb3|adi17|tiny] [--epochs=30] [--patience=6] [--batch_size=32] [--lr=3e-3]
 
 The manifest is a CSV with columns ``utt_id``, ``path`` (relative to the manifest's folder or
 absolute), optional ``split`` (train / dev / test) and property columns. Without ``split`` the
@@ -9,9 +9,11 @@ rows are split 80/10/10, speaker-disjoint when a ``speaker`` column exists and t
 ``speaker``. Rows with an empty property cell are skipped; unreadable or empty audio is skipped
 and listed in the log.
 
-Training: AdamW (optax) with a linear warmup and cosine decay over ``--epochs``, a jitted step on
-``--crops_per_utt`` random ``--crop_seconds`` segments of every training utterance per epoch
-(random gain and additive noise), dev accuracy on whole utterances each epoch, and early stopping:
+Training: a data-dependent initialisation, AdamW (optax) with a linear warmup and cosine decay
+over ``--epochs``, a jitted step on ``--crops_per_utt`` random ``--crop_seconds`` segments of every
+training utterance per epoch (random speed / vocal-tract warp except for speaker identity, gain and
+additive noise), per-utterance CMVN of the features, dev accuracy on whole utterances each epoch,
+and early stopping:
 training ends after ``--patience`` epochs without a better dev accuracy (ties: lower dev loss) or at
 ``--epochs``, and the saved encoder is the best epoch's. An orbax CheckpointManager under
 ``DIR/train_state`` holds the last epochs' state and the best parameters (an interrupted run
@@ -30,11 +32,12 @@ import jax
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import app, flags, logging
+from absl import flags, logging
 from tqdm import tqdm
 
-from speechinterp import checkpoint, training
+from speechinterp import checkpoint, cli, training
 from speechinterp.encoders.cnn import PRESETS, CNNEncoder, preset_config
+from speechinterp.probes.data import SPEAKER_TASKS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("manifest", None, "Manifest CSV (utt_id, path, [split], properties).")
@@ -42,7 +45,7 @@ flags.DEFINE_string("property", None, "Property column to classify.")
 flags.DEFINE_string("out", None, "Output encoder directory.")
 flags.DEFINE_enum("preset", "mgb3", sorted(PRESETS), "Architecture preset.")
 flags.DEFINE_enum("features", None, ["logmel", "mfcc"], "Front end (default: the preset's).")
-flags.DEFINE_integer("epochs", 40, "Most epochs (a resumed run continues up to this); the cosine "
+flags.DEFINE_integer("epochs", 30, "Most epochs (a resumed run continues up to this); the cosine "
                      "schedule spans them.")
 flags.DEFINE_integer("patience", 6, "Stop after this many epochs without a better dev accuracy "
                      "(0: never stop early).")
@@ -50,22 +53,36 @@ flags.DEFINE_integer("batch_size", 32, "Crops per training step.")
 flags.DEFINE_float("lr", 3e-3, "Peak learning rate.")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule.")
 flags.DEFINE_float("warmup_epochs", 1.0, "Linear warmup (epochs).")
-flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay (0: Adam).")
-flags.DEFINE_float("crop_seconds", 2.0, "Random training segment length (s).")
+flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay (0: Adam).")
+flags.DEFINE_float("crop_seconds", 3.0, "Random training segment length (s).")
 flags.DEFINE_integer("crops_per_utt", 2, "Random crops of each training utterance per epoch.")
-flags.DEFINE_float("augment_warp", 0.1, "Speed / vocal-tract warp of each crop: resampled by a "
-                   "factor in 1 +- this (0: off).")
+flags.DEFINE_float("augment_warp", 0.12, "Speed / vocal-tract warp of each crop: resampled by a "
+                   "factor in 1 +- this (0: off). Never for speaker identity, whose label a warp "
+                   "would change.")
 flags.DEFINE_float("augment_gain_db", 6.0, "Random gain of each crop, +- dB (0: off).")
 flags.DEFINE_float("augment_noise", 0.3, "Probability of white noise (5-30 dB SNR) on a crop.")
-flags.DEFINE_enum("normalize", None, ["none", "mean", "meanvar", "sliding_mean",
-                                      "sliding_meanvar"],
-                  "Feature normalisation of the CNN front end (default: the preset's).")
+flags.DEFINE_enum("normalize", "meanvar", ["preset", "none", "mean", "meanvar", "sliding_mean",
+                                           "sliding_meanvar"],
+                  "Feature normalisation of the CNN front end (preset: the preset's own). Without "
+                  "a normalisation the log-mel offsets keep a CNN trained from scratch from "
+                  "learning.")
+flags.DEFINE_bool("data_init", True, "Data-dependent initialisation (unit-variance "
+                  "pre-activations per layer, zero classifier; training.data_init).")
 flags.DEFINE_list("filters", [], "Conv filters, overriding the preset's (e.g. 64,64,64,128).")
 flags.DEFINE_list("fc_dims", [], "FC sizes, overriding the preset's (e.g. 128,64).")
 flags.DEFINE_integer("seed", 0, "Seed for initialisation, splits, shuffling and crops.")
 flags.DEFINE_integer("sample_rate", 16000, "Sample rate the encoder runs at.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Training checkpoints kept.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("overwrite", False, "Start afresh: remove what --out holds. Without it a "
+                  "training run there resumes, and anything else (an encoder converted from "
+                  "elsewhere, a store, a file) is refused.")
+cli.positive("epochs", "batch_size", "lr", "crop_seconds", "crops_per_utt", "sample_rate",
+             "keep_checkpoints")
+cli.non_negative("patience", "warmup_epochs", "weight_decay", "augment_gain_db")
+cli.fraction("augment_warp", closed=False)
+cli.fraction("augment_noise")
+cli.positive_ints("filters", "fc_dims")
 
 
 def load_audio(path: str, sample_rate: int) -> np.ndarray:
@@ -88,6 +105,8 @@ def load_audio(path: str, sample_rate: int) -> np.ndarray:
 
 def read_manifest(path: str, prop: str, seed: int):
     """Rows with a label for ``prop`` and their split (assigned when the manifest has none)."""
+    if not os.path.isfile(path):
+        raise cli.UserError(f"--manifest={path}: no such file")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -137,12 +156,22 @@ def write_predictions(path, rows, classes, labels, predicted):
     os.replace(tmp, path)
 
 
+def check_out(out: str, overwrite: bool) -> None:
+    """Refuse an --out holding something other than a training run (which resumes) before
+    any work; with --overwrite, remove it."""
+    held = cli.check_output(out, "out", ("training run",), overwrite, "a training run")
+    if overwrite and held is not None:
+        cli.remove(out)
+
+
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments {argv[1:]}: pass flags as --name=value")
     t0 = time.time()
     if not (FLAGS.manifest and FLAGS.property and FLAGS.out):
-        raise app.UsageError("--manifest, --property and --out are required")
+        raise cli.UserError("--manifest, --property and --out are required")
     rows = read_manifest(FLAGS.manifest, FLAGS.property, FLAGS.seed)
+    check_out(FLAGS.out, FLAGS.overwrite)
     classes = sorted({r[FLAGS.property] for r in rows})
     if len(classes) < 2:
         raise ValueError(f"property {FLAGS.property!r} has fewer than 2 classes: {classes}")
@@ -150,7 +179,7 @@ def main(argv):
                      sample_rate=FLAGS.sample_rate)
     if FLAGS.features:
         overrides["features"] = FLAGS.features
-    if FLAGS.normalize:
+    if FLAGS.normalize and FLAGS.normalize != "preset":
         overrides["normalize"] = FLAGS.normalize
     if FLAGS.filters:
         overrides["filters"] = tuple(int(v) for v in FLAGS.filters)
@@ -175,7 +204,12 @@ def main(argv):
     schedule = training.make_schedule(FLAGS.lr, FLAGS.epochs * n_steps,
                                       int(round(FLAGS.warmup_epochs * n_steps)), FLAGS.schedule)
     optimizer = training.make_optimizer(schedule, FLAGS.weight_decay)
+    crop = max(int(FLAGS.crop_seconds * FLAGS.sample_rate), encoder.min_samples())
     params = encoder.init_params(jax.random.PRNGKey(FLAGS.seed))
+    if FLAGS.data_init:
+        wav, lens, _, _ = next(training.train_batches(
+            train_w, train_y, min(128, len(train_w)), crop, np.random.default_rng([FLAGS.seed, 0])))
+        params = training.data_init(encoder, params, wav, lens)
     state = {"params": params, "opt_state": optimizer.init(params), "best_params": params}
     ckpt_dir = os.path.abspath(os.path.join(FLAGS.out, "train_state"))
     mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
@@ -197,9 +231,8 @@ def main(argv):
         dev = training.evaluate(predict, state["params"], encoder, *data["dev"])
         logging.info("resumed from %s at epoch %d", ckpt_dir, start)
         print(f"resumed at epoch {start}: dev loss {dev['loss']:.6f}", flush=True)
-    crop = int(FLAGS.crop_seconds * FLAGS.sample_rate)
-    crop = max(crop, encoder.min_samples())
-    augment = training.Augment(warp=FLAGS.augment_warp, gain_db=FLAGS.augment_gain_db,
+    warp = 0.0 if FLAGS.property in SPEAKER_TASKS else FLAGS.augment_warp
+    augment = training.Augment(warp=warp, gain_db=FLAGS.augment_gain_db,
                                noise_prob=FLAGS.augment_noise)
     params, opt_state = state["params"], state["opt_state"]
     best_params = state["best_params"]
@@ -251,7 +284,8 @@ def main(argv):
         recipe=dict(lr=FLAGS.lr, schedule=FLAGS.schedule, warmup_epochs=FLAGS.warmup_epochs,
                     weight_decay=FLAGS.weight_decay, batch_size=FLAGS.batch_size,
                     crop_seconds=FLAGS.crop_seconds, crops_per_utt=FLAGS.crops_per_utt,
-                    augment_warp=FLAGS.augment_warp,
+                    augment_warp=warp, data_init=FLAGS.data_init,
+                    normalize=FLAGS.normalize,
                     augment_gain_db=FLAGS.augment_gain_db, augment_noise=FLAGS.augment_noise,
                     patience=FLAGS.patience, seed=FLAGS.seed),
         skipped=skipped)
@@ -263,4 +297,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -175,12 +175,13 @@ def positive_ints(*names: str) -> None:
 # ----------------------------------------------------------------------------- output checks
 def artefact(path: str) -> str | None:
     """What ``path`` holds: None (nothing / an empty folder), 'file', 'encoder', 'store',
-    'corpus', 'probe results', 'training run' or 'folder' (something else)."""
+    'corpus', 'probe results', 'training run' or 'folder' (something else). Hidden files
+    (a study stage's ``.started`` stamp, say) do not count."""
     if not os.path.lexists(path):
         return None
     if not os.path.isdir(path):
         return "file"
-    names = set(os.listdir(path))
+    names = {n for n in os.listdir(path) if not n.startswith(".")}
     if not names:
         return None
     if "meta.json" in names and ("utterances.csv" in names or any(

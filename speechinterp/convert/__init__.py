@@ -30,6 +30,10 @@ class ConvertOptionError(ValueError):
     """A converter option that the format does not have."""
 
 
+class NotThisFormatError(ValueError):
+    """A source that the named format cannot read (and that its detector does not recognise)."""
+
+
 _FORMATS: dict[str, Format] = {}
 
 
@@ -104,4 +108,13 @@ def convert(path: str, format: str | None = None, **options):
     if name not in fmts:
         raise KeyError(f"unknown format {name!r}; known: {sorted(fmts)}")
     check_options(name, options)
-    return fmts[name].convert(path, **options)
+    try:
+        return fmts[name].convert(path, **options)
+    except Exception as e:
+        ours = type(e).__module__.split(".")[0] == "speechinterp"
+        if ours or _safe_detect(fmts[name], path):
+            raise                     # our own error, or a bug on a file of this format
+        others = [f.name for f in fmts.values() if f.name != name and _safe_detect(f, path)]
+        raise NotThisFormatError(
+            f"{path} is not a {name} checkpoint: reading it failed with {type(e).__name__}: "
+            f"{e}" + (f"; it looks like {', '.join(others)}" if others else "")) from e
