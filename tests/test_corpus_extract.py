@@ -80,6 +80,14 @@ def test_bad_signals_are_named(tmp_path, signal_, reason):
         audio.load_audio(p)
 
 
+@pytest.mark.parametrize("rate", [4, 999, 400000])
+def test_implausible_sample_rates_are_named_before_resampling(tmp_path, rate):
+    p = str(tmp_path / "x.wav")
+    sf.write(p, 0.1 * np.random.default_rng(0).standard_normal(20000), rate, subtype="PCM_16")
+    with pytest.raises(audio.AudioError, match=f"x.wav: implausible sample rate {rate} Hz"):
+        audio.load_audio(p, 16000)
+
+
 def test_resampling_and_strict_rate(tmp_path):
     p = str(tmp_path / "x.wav")
     sf.write(p, np.sin(np.arange(8000) / 5).astype(np.float32), 8000)
@@ -152,10 +160,27 @@ def test_killed_extraction_resumes_to_identical_store(corpus, encoder_dir, tmp_p
     assert not os.path.exists(os.path.join(part, "meta.json")), "killed run must not finish"
     with pytest.raises(store.StoreError):
         store.open_store(part)
+    committed = _committed_rows(partial)
+    assert 16 <= committed < 120, committed          # rows were committed before the kill
     r = run("experiments.extract", *args, f"--out={part}")
     assert r.returncode == 0, r.stderr[-2000:]
-    for f in ["utterances.csv"] + [f"layer_{k}.npy" for k in range(6)]:
+    assert f"resuming at row {committed} of 120" in r.stdout   # the rerun skipped them
+    for f in ["utterances.csv", "skipped.csv"] + [f"layer_{k}.npy" for k in range(6)]:
         assert open(os.path.join(full, f), "rb").read() == open(os.path.join(part, f), "rb").read()
+    with open(os.path.join(part, "skipped.csv"), newline="") as f:
+        ids = [row["utt_id"] for row in csv.DictReader(f)]
+    assert ids == ["bad_empty", "bad_nan"]                    # no row listed twice
+
+
+def _committed_rows(partial):
+    """End of the contiguous run of committed chunks (chunk_<start>_<stop>.npz)."""
+    end = 0
+    for a, b in sorted(tuple(int(x) for x in f[6:-4].split("_")) for f in os.listdir(partial)
+                       if f.startswith("chunk_") and f.endswith(".npz") and ".tmp" not in f):
+        if a != end:
+            break
+        end = b
+    return end
 
 
 def _free_port():

@@ -281,8 +281,12 @@ def test_folder_per_label(tmp_path, speech):
     for emo in ("angry", "calm"):
         assert {r["split"] for r in rows if r["emotion"] == emo} == {"train", "dev", "test"}
     assert {os.path.basename(p) for p, _ in res.skipped} == {"empty", "loose.wav"}
-    flat = folders.import_folders(str(tmp_path), label="emotion").rows   # no speakers
-    assert "speaker" not in flat[0] and len(flat) == 16
+    assert not res.notes
+    flat = folders.import_folders(str(tmp_path), label="emotion")   # no speakers
+    assert "speaker" not in flat.rows[0] and len(flat.rows) == 16
+    assert "split is by utterance" in flat.notes[0]
+    with pytest.raises(ManifestError, match="speaker_level must be 0"):
+        folders.import_folders(str(tmp_path), label="emotion", speaker_level=-1)
     with pytest.raises(ManifestError, match="reserved"):
         folders.import_folders(str(tmp_path), label="split")
 
