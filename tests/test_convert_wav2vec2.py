@@ -10,6 +10,7 @@ transformers in test_wav2vec2.py); the command-line round trip and one fairseq f
 compared with transformers' outputs layer by layer.
 """
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -19,8 +20,16 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+def _required(name):
+    """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ImportError(f"{__file__} needs {name} (the test extra): run .ci/install") from e
+
+
+torch = _required("torch")
+transformers = _required("transformers")
 
 sys.path.insert(0, os.path.dirname(__file__))
 import w2v_helpers as H  # noqa: E402
@@ -47,7 +56,7 @@ def save_fairseq(path, model, name="wav2vec2", task=None, layout="cfg", extra_cf
     if layout == "cfg":
         ckpt = {"cfg": {"model": model_cfg, "task": task}, "model": state}
     elif layout == "omegaconf":
-        omegaconf = pytest.importorskip("omegaconf")
+        omegaconf = _required("omegaconf")
         ckpt = {"cfg": omegaconf.OmegaConf.create({"model": model_cfg, "task": task}),
                 "model": state}
     elif layout == "args":

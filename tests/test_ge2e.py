@@ -7,6 +7,7 @@ torch. Speech: espeak-ng utterances (tests/ge2e_speech.py) passed through
 (``compute_partial_slices`` + ``audio.wav_to_mel_spectrogram``, as ``embed_utterance``); the
 stacked copies are checked to reproduce ``VoiceEncoder.forward`` and ``embed_utterance``.
 """
+import importlib
 import importlib.util
 import os
 import sys
@@ -18,8 +19,17 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from ge2e_speech import espeak_wave  # noqa: E402
 
-torch = pytest.importorskip("torch")
-resemblyzer = pytest.importorskip("resemblyzer")
+
+def _required(name):
+    """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ImportError(f"{__file__} needs {name} (the test extra): run .ci/install") from e
+
+
+torch = _required("torch")
+resemblyzer = _required("resemblyzer")
 
 from speechinterp.convert import detect_format, torch_pickle  # noqa: E402
 from speechinterp.convert.keys import CheckpointMismatchError  # noqa: E402

@@ -11,11 +11,13 @@ keeping encoder layers ``0..k-1`` gives ``layer_norm(hidden_states[k])``. ctrans
 ``encoder/layer_0``, so ``k = 0`` keeps layer 0 with its attention and FFN output projections set
 to zero: a pre-LN block with zero residual branches is the identity, exactly.
 """
+import importlib
 import os
 import shutil
 import struct
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -25,6 +27,15 @@ from speechinterp.convert.keys import CheckpointMismatchError
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ge2e_speech import espeak_wave  # noqa: E402
+
+
+def _required(name):
+    """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ImportError(f"{__file__} needs {name} (the test extra): run .ci/install") from e
+
 
 TOL = 1e-4  # max abs diff; final-layer-norm outputs here are at most ~20 in magnitude
 UTTERANCES = (("The quick brown fox jumps over the lazy dog.", "en-us"),
@@ -53,7 +64,7 @@ def waves():
 
 @pytest.fixture(scope="module")
 def features(waves):
-    transformers = pytest.importorskip("transformers")
+    transformers = _required("transformers")
     fe = transformers.WhisperFeatureExtractor(feature_size=80)
     return np.asarray(fe(waves, sampling_rate=16000, return_tensors="np")["input_features"],
                       np.float32)
@@ -61,7 +72,7 @@ def features(waves):
 
 def torch_hidden_states(cfg, state, feats):
     """transformers' PyTorch WhisperEncoder, strictly loaded with ``state``."""
-    torch = pytest.importorskip("torch")
+    torch = _required("torch")
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -78,7 +89,7 @@ def torch_states(converted, features):
 
 
 def ct2_encode(model_path, feats):
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    ctranslate2 = _required("ctranslate2")
     whisper = ctranslate2.models.Whisper(model_path, device="cpu", compute_type="float32",
                                          intra_threads=2)
     return np.array(whisper.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))
@@ -382,7 +393,10 @@ def test_flax_encoder_every_layer_matches_ctranslate2(model_dir, waves, ct2_laye
     assert [int(x) for x in lens[0]] == [(len(w) // 160 + 1) // 2 for w in waves]
     # the native-length option: same weights, shorter input, a different (documented) result
     native = convert(model_dir, pad_to_30s="false")
-    assert not native.config.pad_to_30s and native.params is not None
+    assert not native.config.pad_to_30s and enc.config.pad_to_30s
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), native.params, enc.params)
+    assert jax.tree.structure(same) == jax.tree.structure(enc.params) and all(
+        jax.tree.leaves(same))                        # the same weights, only the padding differs
     short = native.hidden_states(waves[:1])
     assert short[-1].shape == (1, int(lens[0][0]), 384)
     assert encoders.get_family("whisper") is type(enc)
