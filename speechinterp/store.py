@@ -313,6 +313,13 @@ class StoreWriter:
         self.out_dir, self.encoder_name, self.dtype = out_dir, encoder_name, dtype
         self.layers = [(str(n), int(d)) for n, d in layers]
         self.utterances = list(utterances)
+        first: dict[str, int] = {}
+        for i, r in enumerate(self.utterances):   # found now, not after all the work
+            u = str(r.get("utt_id"))
+            if u in first:
+                raise StoreError(f"{out_dir}: utt_id {u!r} repeats (manifest rows {first[u]} "
+                                 f"and {i}); utt_ids must be unique")
+            first[u] = i
         self.inputs = dict(inputs or {})
         self.extra_meta = {**dict(extra_meta or {}), **({"inputs": self.inputs} if self.inputs
                                                         else {})}

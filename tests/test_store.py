@@ -274,3 +274,12 @@ def test_non_finite_chunk_names_the_vector(tmp_path):
     a[2, 1] = np.inf
     with pytest.raises(store.StoreError, match="1 vector\\(s\\), the first the chunk's vector 2"):
         w.write_chunk(0, [a])
+
+
+def test_repeated_utt_ids_are_refused_before_writing(tmp_path):
+    r = rows(4)
+    r[3] = dict(r[3], utt_id="u1")
+    d = tmp_path / "s"
+    with pytest.raises(store.StoreError, match="utt_id 'u1' repeats \\(manifest rows 1 and 3\\)"):
+        store.StoreWriter(str(d), "enc", [("x", 2)], r)
+    assert not d.exists()
