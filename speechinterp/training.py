@@ -205,6 +205,33 @@ def weighted_loss(logits, labels, weight):
     return (ce * weight).sum() / denom, (correct * weight).sum() / denom
 
 
+def data_init(encoder, params, wav, lens, zero_classifier: bool = True):
+    """Data-dependent initialisation (LSUV-like, Mishkin and Matas 2016): layer by layer, each
+    conv / FC kernel and bias rescaled so that the layer's pre-activation has mean 0 and variance 1
+    per unit over the batch (valid frames for a conv, utterances for an FC layer); the classifier
+    starts at zero (uniform predictions).
+
+    Without it, mean pooling leaves utterance vectors that differ little from one another and
+    the ReLUs die in the first steps (the loss stays at log(classes) for epochs)."""
+    params = {k: dict(v) for k, v in jax.tree.map(np.asarray, params).items()}
+    feats, frames = encoder.features(jnp.asarray(wav), jnp.asarray(lens))
+    strides = encoder.config.strides
+    for i, name in enumerate(encoder.layer_names):
+        _, inter = encoder.module.apply({"params": params}, feats, frames,
+                                        capture_intermediates=True, mutable=["intermediates"])
+        z = np.asarray(inter["intermediates"][name]["__call__"][0])
+        if z.ndim == 3:
+            valid = np.asarray(frames) // int(np.prod(strides[:i + 1]))
+            z = z[np.arange(z.shape[1])[None, :] < valid[:, None]]
+        mu, sd = z.mean(0), z.std(0) + 1e-6
+        p = params[name]
+        params[name] = {**p, "kernel": (p["kernel"] / sd).astype(np.float32),
+                        "bias": ((p["bias"] - mu) / sd).astype(np.float32)}
+    if zero_classifier:
+        params["classifier"] = {k: np.zeros_like(v) for k, v in params["classifier"].items()}
+    return params
+
+
 def make_train_step(encoder, optimizer: optax.GradientTransformation):
     """Jitted ``step(params, opt_state, wav, lens, labels, weight) -> (params, opt_state, loss, acc)``."""
 
