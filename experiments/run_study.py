@@ -1,4 +1,4 @@
-"""The whole study of METHOD.md, end to end, with a report.
+"""The whole study of docs/method.md, end to end, with a report.
 
     python -m experiments.run_study [--out=runs/study] [--config=experiments/configs/study_default.py]
 
