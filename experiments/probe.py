@@ -4,7 +4,7 @@
         [--config=default|neurox] [--delta=0.01] [--seeds=1] [--search_stride=100]
         (or: speechinterp probe ...)
 
-For each task writes OUT/TASK/: results.json (the keys of docs/formats.md), details.json (chosen lambdas,
+For each task writes OUT/TASK/: results.json (docs/formats.md), details.json (chosen lambdas,
 seed spread, per-neuron ranking, timings), table.md, layerwise.png, minimal_subset.png,
 ablation.png. An --out that is a file or holds another artefact (a store, an encoder, a
 corpus) is refused before any work unless --overwrite is given. The console shows each task's
