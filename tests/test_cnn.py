@@ -195,3 +195,12 @@ def test_released_model_preprocessing_matches_reference():
         assert int(nfr[i]) == ref.shape[0]
         assert np.abs(np.asarray(f[i, :ref.shape[0]]) - ref).max() < 1e-4
         assert not np.any(np.asarray(f[i, ref.shape[0]:]))
+
+
+def test_masks_of_unknown_layers_or_wrong_length_raise_naming_the_layer():
+    enc = CNNEncoder.from_preset("tiny", seed=0, n_classes=2, classes=("a", "b"))
+    wave = [np.zeros(16000, np.float32)]
+    with pytest.raises(ValueError, match="cnn9"):
+        enc.predict_logits(wave, masks={"cnn9": np.ones(4)})
+    with pytest.raises(ValueError, match="'cnn1' has 3 entries"):
+        enc.pooled(wave, masks={"cnn1": np.ones(3)})

@@ -32,6 +32,10 @@ def apply_layer_mask(h: jax.Array, masks: Masks | None, name: str) -> jax.Array:
     if not masks or name not in masks:
         return h
     m = masks[name]
+    keep = m[0] if isinstance(m, (tuple, list)) else m
+    if np.ndim(keep) and np.shape(keep)[-1] != h.shape[-1]:   # shapes are static under jit
+        raise ValueError(f"the mask for layer {name!r} has {np.shape(keep)[-1]} entries; the "
+                         f"layer has {h.shape[-1]} neurons")
     if isinstance(m, (tuple, list)):
         keep, value = m
         keep = jnp.asarray(keep, h.dtype)

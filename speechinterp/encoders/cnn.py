@@ -375,6 +375,7 @@ class CNNEncoder(Encoder):
 
     def predict_logits(self, waveforms, lengths=None, masks=None, params=None):
         """Jitted, bucketed :meth:`classify` on a list of waveforms or a padded batch."""
+        self.check_masks(masks)
         batch, lens = self.prepare(waveforms, lengths)
         fn = self.__dict__.get("_jit_classify")
         if fn is None:
