@@ -151,8 +151,7 @@ def test_killed_extraction_resumes_to_identical_store(corpus, encoder_dir, tmp_p
     partial = os.path.join(part, ".partial")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:   # wait for a committed chunk
-        if os.path.isdir(partial) and any(f.startswith("chunk_") and f.endswith(".npz")
-                                          for f in os.listdir(partial)):
+        if os.path.isdir(partial) and _committed_rows(partial) >= 16:   # not a .tmp file
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
