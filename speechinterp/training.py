@@ -75,11 +75,11 @@ class Augment:
         """A random segment of ``w`` that is ``crop`` samples long after the warp (or shorter,
         when ``w`` is), augmented."""
         f = float(rng.uniform(1 - self.warp, 1 + self.warp)) if self.warp else 1.0
-        n = int(round(crop * f))
+        n = int(np.ceil((crop - 1) * f)) + 1 if f != 1.0 else crop
         start = int(rng.integers(0, len(w) - n + 1)) if len(w) > n else 0
         seg = w[start:start + n]
         if f != 1.0:
-            m = min(crop, int(len(seg) / f))
+            m = min(crop, int((len(seg) - 1) / f) + 1)
             seg = np.interp(np.arange(m) * f, np.arange(len(seg)), seg).astype(np.float32)
         return self(seg, rng)
 

@@ -56,11 +56,14 @@ def make_manifest(tmp_path, n_per_split=(16, 8, 8)):
     return man
 
 
-def _train(man, out, epochs):
+def _train(man, out, epochs, *extra):
+    # the two timbres differ in their long-term spectrum, which the default per-utterance CMVN
+    # removes by design: the preset's own front end (no normalisation) here
     res = subprocess.run(
         [sys.executable, "-m", "experiments.train_encoder", f"--manifest={man}",
          "--property=timbre", f"--out={out}", "--preset=tiny", f"--epochs={epochs}",
-         "--batch_size=8", "--lr=3e-3", "--crop_seconds=0.4", "--noprogress"],
+         "--batch_size=8", "--lr=3e-3", "--crop_seconds=0.4", "--normalize=preset",
+         "--noprogress", *extra],
         cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
@@ -111,3 +114,96 @@ def test_train_resume_and_load(tmp_path):
     # the loaded encoder classifies the test clips as the trainer reported
     labels = [c.classes[int(i)] for i in np.asarray(enc.predict_logits(waves)).argmax(-1)]
     assert labels == ["low", "high"]
+
+
+def test_early_stopping_state():
+    acc = [0.2, 0.5, 0.5, 0.4, 0.6, 0.6, 0.55, 0.6]
+    loss = [2.0, 1.0, 0.9, 1.2, 0.8, 0.85, 0.9, 0.95]
+    st, stops, best = training.EarlyStopping(patience=3), [], []
+    for e, (a, l) in enumerate(zip(acc, loss), 1):
+        st, improved = st.update(e, a, l)
+        best.append(improved)
+        stops.append(st.should_stop())
+    # epoch 3 ties epoch 2's accuracy with a lower loss: better; epoch 6 ties with a higher loss
+    assert best == [True, True, True, False, True, False, False, False]
+    assert stops == [False] * 7 + [True]
+    assert st.best_epoch == 5 and st.best_accuracy == 0.6
+    hist = [{"epoch": e, "dev_accuracy": a, "dev_loss": l}
+            for e, (a, l) in enumerate(zip(acc, loss), 1)]
+    assert training.EarlyStopping.from_history(3, hist) == st
+    assert not training.EarlyStopping.from_history(0, hist).should_stop()   # 0: never
+
+
+def test_schedule_augment_and_data_init():
+    sched = training.make_schedule(1e-2, total_steps=100, warmup_steps=10)
+    assert float(sched(0)) == 0.0 and abs(float(sched(10)) - 1e-2) < 1e-9
+    assert abs(float(sched(100)) - 1e-4) < 1e-9 and float(sched(50)) < 1e-2
+    assert float(training.make_schedule(1e-2, 100, 0, "constant")(70)) == 1e-2
+    rng = np.random.default_rng(0)
+    aug = training.Augment(warp=0.1, gain_db=6, noise_prob=1.0)
+    w = rng.standard_normal(16000).astype(np.float32)
+    assert all(len(aug.crop(w, 4000, rng)) == 4000 for _ in range(20))
+    assert len(aug.crop(w[:3000], 4000, rng)) <= 3000 * 1.12
+    batches = list(training.train_batches([w, w[:5000], w], np.array([0, 1, 0]), 4, 4000, rng,
+                                          crops_per_utt=3, augment=aug))
+    assert [b[3].sum() for b in batches] == [4, 4, 1]     # 9 crops, weight-0 filler rows
+    assert training.majority_accuracy(np.array([0, 0, 1]), np.array([0, 1, 1, 1])) == 0.25
+
+    import jax
+
+    from speechinterp.encoders.cnn import CNNEncoder
+    enc = CNNEncoder.from_preset("tiny", seed=0, n_classes=3)
+    wav = np.stack([_clip(rng, ("low", "high")[i % 2])[:6400] for i in range(16)])
+    lens = np.full(16, 6400, np.int32)
+    params = training.data_init(enc, enc.params, wav, lens)
+    assert not np.any(params["classifier"]["kernel"])
+    feats, frames = enc.features(wav, lens)
+    _, inter = enc.module.apply({"params": params}, feats, frames, capture_intermediates=True,
+                                mutable=["intermediates"])
+    z = np.asarray(inter["intermediates"]["fc1"]["__call__"][0])     # [utterances, units]
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-3)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-2)
+    logits = enc.classify(params, jax.numpy.asarray(wav), jax.numpy.asarray(lens))
+    np.testing.assert_allclose(np.asarray(logits), 0)
+
+
+@pytest.mark.slow
+def test_early_stop_keeps_the_best_epoch(tmp_path):
+    """A constant, far too large learning rate: the dev accuracy stops improving, training ends
+    ``patience`` epochs after the best one, and the saved encoder is that epoch's checkpoint."""
+    import orbax.checkpoint as ocp
+
+    from speechinterp import checkpoint
+    man = make_manifest(tmp_path)
+    out = tmp_path / "enc"
+    args = ("--lr=0.3", "--schedule=constant", "--warmup_epochs=0", "--patience=2",
+            "--keep_checkpoints=20")
+    stdout = _train(man, out, 12, *args)
+    hist = json.loads((out / "train_history.json").read_text())
+    meta = json.loads((out / "config.json").read_text())
+    best = max(hist, key=lambda h: (h["dev_accuracy"], -h["dev_loss"]))
+    assert meta["best_epoch"] == best["epoch"] and meta["epochs_run"] == len(hist)
+    assert "early stop after epoch" in stdout
+    assert meta["epochs_run"] == meta["best_epoch"] + 2 < 12
+    assert [h["best"] for h in hist].count(True) >= 1 and not any(
+        h["best"] for h in hist if h["epoch"] > meta["best_epoch"])
+    assert meta["dev_accuracy"] == best["dev_accuracy"]
+    assert {"test_accuracy", "majority_accuracy", "epochs_run", "best_epoch"} <= set(meta)
+    saved = checkpoint.load_pytree(str(out / "params"))
+    with ocp.CheckpointManager(str(out / "train_state")) as mgr:
+        state = mgr.restore(meta["best_epoch"])
+    import jax
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(state["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # a rerun after the early stop trains no further and rewrites the same encoder
+    again = _train(man, out, 12, *args)
+    assert "\nepoch " not in again and json.loads((out / "config.json").read_text())[
+        "best_epoch"] == meta["best_epoch"]
+    # test predictions: one row per test utterance, absolute paths, labels by name
+    with open(out / "test_predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    assert len(preds) == 8 and list(preds[0]) == ["utt_id", "path", "speaker", "gender", "label",
+                                                   "predicted"]
+    assert all(os.path.isabs(r["path"]) and r["label"] in ("low", "high") for r in preds)
+    acc = np.mean([r["label"] == r["predicted"] for r in preds])
+    assert abs(acc - meta["test_accuracy"]) < 1e-9

@@ -31,8 +31,20 @@ def get_config():
     })
     # 3. task-oriented CNNs trained on the corpus: name -> property
     c.task_cnns = ml_collections.ConfigDict({"cnn_accent": "accent", "cnn_speaker": "speaker"})
-    c.cnn = ml_collections.ConfigDict({"preset": "tiny", "epochs": 8, "batch_size": 32,
-                                       "lr": 1e-3, "crop_seconds": 2.0})
+    #    the recipe (experiments/train_encoder.py flags, every key passed as --KEY=VALUE):
+    #    per-utterance CMVN, data-dependent init, AdamW 3e-3 with 1 epoch warmup + cosine over
+    #    `epochs`, early stopping on dev accuracy (`patience`), the best epoch kept; two random
+    #    3 s crops of each utterance per epoch with speed / vocal-tract warp (not for speaker),
+    #    gain and noise. The tiny preset with wider FC layers (128, 128; "" = the preset's).
+    #    On the small corpus (seed 0): accent ~0.56 test (majority 0.14), speaker ~0.46 (0.006).
+    c.cnn = ml_collections.ConfigDict({"preset": "tiny", "fc_dims": "128,128",
+                                       "normalize": "meanvar", "epochs": 30, "patience": 6,
+                                       "batch_size": 32, "lr": 3e-3, "weight_decay": 0.05,
+                                       "warmup_epochs": 1.0, "crop_seconds": 3.0,
+                                       "crops_per_utt": 2})
+    #    per task CNN overrides of `cnn`: the speaker network (1680 training utterances, 168
+    #    classes) needs fewer passes than the accent one (672 utterances)
+    c.cnn_by_task = ml_collections.ConfigDict({"cnn_speaker": {"epochs": 20, "crops_per_utt": 1}})
     # 4. random-weights baselines of every encoder
     c.random_baselines = True
     # 5. extraction and probing

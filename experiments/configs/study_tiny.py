@@ -13,6 +13,7 @@ def get_config():
     c.cnn.preset = "tiny"
     c.cnn.epochs = 3
     c.cnn.batch_size = 16
+    c.cnn_by_task = {}
     c.extract.batch_size = 8
     c.probe.config = "neurox"
     c.probe.seeds = 2
