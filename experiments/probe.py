@@ -96,13 +96,23 @@ def main(argv):
         raise cli.UserError(f"unexpected arguments {argv[1:]}: pass flags as --name=value")
     check_out(FLAGS.out, FLAGS.task, FLAGS.overwrite)
     store = store_lib.open_store(FLAGS.store)
+    # tasks without a column: named before any work or progress bar; the others still run
+    missing = [t for t in FLAGS.task if not store.has_column(t)]
+    if missing:
+        cols = list(store.utterances[0]) if store.utterances else []
+        msg = (f"--task: {store.path} has no column " + ", ".join(repr(t) for t in missing)
+               + f"; its columns are {cols}")
+        if len(missing) == len(FLAGS.task):
+            raise cli.UserError(msg)
+        print(f"error: {msg}", file=sys.stderr)
+    tasks = [t for t in FLAGS.task if t not in missing]
     if FLAGS.compilation_cache_dir:
         import jax
         jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     cfg = elastic_net.CONFIGS[FLAGS.config]
-    failed = []
-    for task in FLAGS.task:
+    failed = list(missing)
+    for task in tasks:
         try:
             if FLAGS.layerwise_only:
                 rows = protocol.layerwise_streaming(store, task, cfg, seed=FLAGS.seed)
