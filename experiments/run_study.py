@@ -187,15 +187,16 @@ def train_cnns(cfg, out, manifest, corpus_key):
     for name, prop in cfg.task_cnns.items():
         if not prop:                       # a preset's slot left empty
             continue
-        inputs = {"corpus": corpus_key, "property": prop, **dict(cfg.cnn), "seed": cfg.seed,
+        # the recipe: every key of cfg.cnn (and of this network's cnn_by_task entry) is a
+        # train_encoder flag
+        recipe = {**dict(cfg.cnn), **dict(cfg.get("cnn_by_task", {}).get(name, {}))}
+        inputs = {"corpus": corpus_key, "property": prop, **recipe, "seed": cfg.seed,
                   "utterance_split": prop in SPEAKER_TASKS}
 
-        def go(d, prop=prop):
+        def go(d, prop=prop, recipe=recipe):
             m = utterance_split_manifest(manifest, d) if prop in SPEAKER_TASKS else manifest
             run_module("experiments.train_encoder", f"--manifest={m}", f"--property={prop}",
-                       f"--out={d}/encoder", f"--preset={cfg.cnn.preset}",
-                       f"--epochs={cfg.cnn.epochs}", f"--batch_size={cfg.cnn.batch_size}",
-                       f"--lr={cfg.cnn.lr}", f"--crop_seconds={cfg.cnn.crop_seconds}",
+                       f"--out={d}/encoder", *(f"--{k}={v}" for k, v in recipe.items()),
                        f"--seed={cfg.seed}", "--noprogress")
         d, key = run_stage(out, f"train_{name}", inputs, go)
         encs[name] = {"dir": os.path.join(d, "encoder"), "key": key, "kind": "task_cnn",

@@ -29,6 +29,8 @@ def get_config():
                     "whisper": ""}
     c.task_cnns = {"cnn_dialect": "accent", "cnn_speaker": "speaker"}
     c.cnn.preset = "mgb3"
+    c.cnn.fc_dims = ""              # the MGB-3 architecture's own FC layers (1500, 600)
+    c.cnn_by_task = {}
     c.cnn.epochs = 20
     c.cnn.crop_seconds = 3.0
     c.probe.config = "default"
