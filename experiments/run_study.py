@@ -217,7 +217,7 @@ def random_baselines(cfg, out, encs):
     return rand
 
 
-def extract_all(cfg, out, encs, manifest, corpus_key):
+def extract_all(cfg, out, encs, manifest, corpus_key, prefix=""):
     for name, e in encs.items():
         inputs = {"encoder": e["key"], "corpus": corpus_key, **dict(cfg.extract)}
 
@@ -227,11 +227,11 @@ def extract_all(cfg, out, encs, manifest, corpus_key):
                        f"--dtype={cfg.extract.dtype}",
                        f"--distributed={bool(cfg.extract.get('distributed', False))}",
                        f"--compilation_cache_dir={os.path.join(out, 'jax_cache')}")
-        d, key = run_stage(out, f"extract_{name}", inputs, go)
+        d, key = run_stage(out, f"extract_{prefix}{name}", inputs, go)
         e["store"], e["store_key"] = os.path.join(d, "store"), key
 
 
-def probe_all(cfg, out, encs):
+def probe_all(cfg, out, encs, properties=None, prefix=""):
     import jax
 
     from speechinterp import store as S
@@ -241,13 +241,14 @@ def probe_all(cfg, out, encs):
     # the extraction's compilation cache: a resumed or repeated study skips the probe compiles
     jax.config.update("jax_compilation_cache_dir", os.path.join(out, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    properties = list(cfg.properties if properties is None else properties)
     for name, e in encs.items():
-        inputs = {"store": e["store_key"], **dict(cfg.probe), "props": list(cfg.properties),
+        inputs = {"store": e["store_key"], **dict(cfg.probe), "props": properties,
                   "random": e["random"], "seed": cfg.seed}
 
         def go(d, e=e, name=name):
             st = S.open_store(e["store"])
-            for prop in cfg.properties:
+            for prop in properties:
                 if not st.has_column(prop):
                     continue
                 try:
@@ -262,7 +263,7 @@ def probe_all(cfg, out, encs):
                     json.dump({"results": res, "details": det}, f)
                 print(f"  {name}/{prop}: best layer "
                       f"{max(l['accuracy'] for l in res['layers']):.3f}", flush=True)
-        d, _ = run_stage(out, f"probe_{name}", inputs, go)
+        d, _ = run_stage(out, f"probe_{prefix}{name}", inputs, go)
         e["probes"] = {}
         for f in sorted(os.listdir(d)):
             if f.endswith(".json"):
@@ -380,6 +381,69 @@ def task_models(encs) -> dict:
     return out
 
 
+def analyse(cfg, encs, manifest, bias: bool = True) -> dict:
+    """EER, overlap, redundancy, bias, the task models' own accuracy and the nine findings of
+    one corpus's probes."""
+    from speechinterp.analysis import findings
+    summary = {"encoders": {n: {k: v for k, v in e.items()} for n, e in encs.items()},
+               "eer": verification(cfg, encs)}
+    summary["overlap"], summary["redundancy"] = overlap_and_redundancy(encs)
+    summary["bias"] = gender_bias(cfg, encs, manifest) if bias else {}
+    for name, tm in task_models(encs).items():
+        summary["encoders"][name]["task_model"] = tm
+    summary["findings"] = findings.evaluate(summary)
+    return summary
+
+
+def build_recorded_corpus(cfg, out):
+    """The recorded-speech corpus stage (``build_corpus --source=recorded``): (manifest, key,
+    sources, testable), or (None, None, sources or [], {}) with the reason when it fails."""
+    rc = cfg.recorded
+    inputs = {"max_per_speaker": rc.max_per_speaker, "seed": cfg.seed, "sources": rc.sources}
+    try:
+        d, key = run_stage(out, "corpus_recorded", inputs, lambda d: run_module(
+            "experiments.build_corpus", "--source=recorded", f"--out={d}",
+            f"--cache={os.path.join(out, 'cache')}", f"--seed={cfg.seed}",
+            f"--max_per_speaker={rc.max_per_speaker}",
+            *([f"--sources={rc.sources}"] if rc.sources else [])))
+    except RuntimeError as e:
+        return None, str(e), [], {}
+    sources = json.load(open(os.path.join(d, "sources.json")))
+    testable = {p: [v["testable"], v["counts"]]
+                for p, v in json.load(open(os.path.join(d, "testable.json"))).items()}
+    return os.path.join(d, "utterances.csv"), key, sources, testable
+
+
+def recorded_corpus_study(cfg, out, encs, main_summary) -> dict:
+    """The same encoders (the task CNNs as trained on the built-in corpus) extracted and probed
+    on recorded human speech, for the properties that corpus can test (every class with at
+    least 3 speakers; speaker identity as ``speaker_id``, the speakers with enough
+    utterances); random-weights copies only with ``recorded.random_baselines``."""
+    manifest, key, sources, testable = build_recorded_corpus(cfg, out)
+    if manifest is None:
+        print(f"[study] recorded corpus unavailable: {key}", flush=True)
+        return {"status": f"unavailable: {key}", "sources": sources}
+    for s_ in sources:
+        if s_.get("status") != "ok":
+            print(f"[study] recorded source {s_['name']} skipped: {s_['status']}", flush=True)
+    props = [p for p in cfg.recorded.properties
+             if testable.get("speaker" if p == "speaker_id" else p, [False])[0]]
+    rencs = {n: {k: v for k, v in e.items() if k not in ("store", "store_key", "probes")}
+             for n, e in encs.items() if cfg.recorded.random_baselines or not e["random"]}
+    extract_all(cfg, out, rencs, manifest, key, prefix="recorded_")
+    probe_all(cfg, out, rencs, props, prefix="recorded_")
+    t = time.perf_counter()
+    sub = analyse(cfg, rencs, manifest, bias=False)
+    for name, e in sub["encoders"].items():        # the task models learned on the main corpus
+        if "task_model" in main_summary["encoders"].get(name, {}):
+            e["task_model"] = main_summary["encoders"][name]["task_model"]
+    from speechinterp.analysis import findings
+    sub["findings"] = findings.evaluate(sub)
+    STAGE_TIMES["analysis_recorded"] = time.perf_counter() - t
+    return {"status": "ok", "corpus_manifest": manifest, "sources": sources,
+            "testable": testable, **sub}
+
+
 def write_report(out, summary, config):
     from speechinterp.analysis import plots, report
     fig_dir = os.path.join(out, "figures")
@@ -417,15 +481,10 @@ def main(argv):
     extract_all(cfg, out, encs, manifest, corpus_key)
     probe_all(cfg, out, encs)
     t = time.perf_counter()
-    summary = {"encoders": {n: {k: v for k, v in e.items()} for n, e in encs.items()},
-               "eer": verification(cfg, encs)}
-    summary["overlap"], summary["redundancy"] = overlap_and_redundancy(encs)
-    summary["bias"] = gender_bias(cfg, encs, manifest)
-    for name, tm in task_models(encs).items():
-        summary["encoders"][name]["task_model"] = tm
+    summary = analyse(cfg, encs, manifest)
     STAGE_TIMES["analysis"] = time.perf_counter() - t
-    from speechinterp.analysis import findings
-    summary["findings"] = findings.evaluate(summary)
+    if cfg.get("recorded") and cfg.recorded.enabled:
+        summary["recorded"] = recorded_corpus_study(cfg, out, encs, summary)
     summary["stage_times_s"] = dict(STAGE_TIMES)
     summary["total_time_s"] = time.perf_counter() - t0
     summary["corpus_manifest"] = manifest

