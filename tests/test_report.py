@@ -1,5 +1,6 @@
 """The study report from hand-made summaries: tables, intervals, n/a, bias counts, figures."""
 import copy
+import os
 
 import pytest
 
@@ -202,3 +203,123 @@ def test_study_log_routes_library_info_lines(tmp_path, capfd):
     assert "bar 2/2" in err and "careful" in err
     text = log.read_text()
     assert "saved" in text and "second line" in text and "careful" in text
+
+
+# ----------------------------------------------------------------------------- recorded corpus
+def _recorded(status="ok"):
+    """A hand-made ``summary["recorded"]`` (the second corpus, recorded human speech)."""
+    sources = [{"name": "ami", "status": "ok", "utterances": 120, "speakers": 27,
+                "speakers_per_gender": {"female": 12, "male": 15}, "languages": ["en"],
+                "licence": "CC-BY 4.0"},
+               {"name": "asterisk", "status": "unavailable: apt-get download failed",
+                "utterances": 0, "speakers": 0, "speakers_per_gender": {}, "languages": [],
+                "licence": "CC-BY-SA 3.0"}]
+    if status != "ok":
+        return {"status": status, "sources": sources}
+    base = make_summary()
+    encs = {}
+    for name, kind in (("whisper_x", "pretrained"), ("cnn_accent", "task_cnn")):
+        e = copy.deepcopy(base["encoders"][name])
+        e["probes"] = {"gender": _probe([0.7, 0.8, 0.75]),
+                       "speaker_id": _probe([0.6, 0.9, 0.7], speaker=True),
+                       "channel": _probe([0.5, 0.55, 0.6])}
+        e["probes"]["speaker_id"]["task"] = "speaker_id"
+        encs[name] = e
+    encs["whisper_x_random"] = {"kind": "pretrained", "random": True, "base": "whisper_x",
+                                "probes": {"gender": _probe([0.5, 0.52, 0.51], trained=False)}}
+    f = copy.deepcopy(base["findings"][0])
+    f.update({"outcome": "holds", "holds": True, "per_encoder": {
+        "cnn_accent": {"outcome": "holds", "why": "recorded reason"}}})
+    return {"status": "ok", "corpus_manifest": "rec.csv", "sources": sources,
+            "testable": {"gender": [True, {"female": 24, "male": 28}],
+                         "speaker": [True, {"speakers": 62, "with_enough_utterances": 42}],
+                         "language": [False, {"be": 1, "cs": 2, "en": 40}],
+                         "channel": [True, {"clean": 62, "gsm": 62}]},
+            "encoders": encs,
+            "eer": {"whisper_x": {"layers": ["l0", "l1", "l2"], "eer": [0.05, 0.02, 0.04]},
+                    "cnn_accent": {"layers": ["l0", "l1"], "eer": [0.3, 0.25]}},
+            "overlap": {"whisper_x": {"names": ["gender", "channel"], "shared": [[3, 0], [0, 3]],
+                                      "jaccard": [[1, 0], [0, 1]]}},
+            "redundancy": {}, "bias": {}, "findings": [f]}
+
+
+def test_recorded_corpus_side_by_side(tmp_path):
+    s = make_summary()
+    s["recorded"] = _recorded()
+    figs = report.make_figures(s)
+    assert {"recorded_layerwise_gender.png", "recorded_layerwise_speaker_id.png",
+            "recorded_layerwise_channel.png", "recorded_best_layer.png", "recorded_eer.png",
+            "recorded_overlap.png", "best_layer_corpora.png", "eer_corpora.png"} <= set(figs)
+    assert "recorded_bias.png" not in figs and "bias.png" in figs
+    os.makedirs(tmp_path / "figures")
+    for k, v in figs.items():
+        v.savefig(tmp_path / "figures" / k, dpi=40)
+        plots.plt.close(v)
+    md = report.markdown(s, sorted(figs), {})
+    assert "{'" not in md and "['" not in md and "[True" not in md and "(True" not in md
+    # findings: one outcome column per corpus, the criterion once
+    assert ("| # | finding (about) | criterion | built-in espeak corpus | recorded speech | "
+            "figure |") in md
+    row = next(l for l in md.splitlines() if l.startswith("| 1 |"))
+    assert row.count("| c |") == 1
+    assert ("**undecided**. Per encoder: `cnn_accent`: undecided (w) | **holds**. Per encoder: "
+            "`cnn_accent`: holds (recorded reason) | `bias.png` |") in row
+    # what the corpus can and cannot show
+    assert "## Recorded human speech: what this corpus can and cannot show" in md
+    assert "| ami | ok | 120 | 27 (female 12, male 15) | en | CC-BY 4.0 |" in md
+    assert ("| asterisk | **unavailable**: apt-get download failed | - | - | - | CC-BY-SA 3.0 |"
+            in md)
+    assert "Could not be fetched: asterisk (apt-get download failed)." in md
+    assert "- gender: female 24 speakers, male 28 speakers" in md
+    assert "- speaker: 62 speakers, 42 with enough utterances for all three splits" in md
+    assert ("- language: **not testable on this corpus: confounded with speaker** (be 1 speaker, "
+            "cs 2 speakers, en 40 speakers)") in md
+    assert ("for gender, speaker identity and channel (simulated on the real recordings)" in md
+            and "cannot show: language," in md)
+    # layer-wise tables for both corpora, with intervals
+    assert "## Layer-wise results: built-in espeak corpus" in md
+    rec_part = md.split("## Layer-wise results: recorded human speech")[1]
+    assert "#### whisper_x / speaker_id" in rec_part and "#### cnn_accent / channel" in rec_part
+    assert "0.800 [0.750, 0.840] ± 0.010" in rec_part and "0.520 [0.470, 0.560]" in rec_part
+    # EER side by side; task models and bias: espeak only
+    assert ("| encoder | built-in espeak corpus: best layer EER % | recorded speech: best layer "
+            "EER % | recorded - espeak (points) |") in md
+    assert "| whisper_x | 10.0 (l2) | 2.0 (l1) | -8.0 |" in md
+    assert "| cnn_accent | - | 25.0 (l1) | - |" in md
+    assert "| whisper_x_random | 40.0 (l0) | - | - |" in md
+    assert "Recorded speech, per layer:" in md and "- whisper_x: l0 5.0, l1 2.0, l2 4.0" in md
+    assert "for 1 of 1 encoders measured on both" in md
+    assert "bias analysis are for the built-in espeak corpus only" in md
+    assert md.count("## Bias") == 1 and md.count("## Task models") == 1
+    assert "### recorded speech: layerwise gender" in md and "### best layer: both corpora" in md
+    page = report.html_page(md, str(tmp_path / "figures"))
+    assert page.count("data:image/png;base64,") == len(figs)
+
+
+def test_recorded_corpus_unavailable():
+    s = make_summary()
+    s["recorded"] = _recorded("unavailable: no source could be fetched")
+    figs = report.make_figures(s)
+    assert not any(k.startswith("recorded_") or "corpora" in k for k in figs)
+    for v in figs.values():
+        plots.plt.close(v)
+    md = report.markdown(s, sorted(figs), {})
+    assert "{'" not in md and "['" not in md
+    assert "Recorded-speech corpus: **unavailable**: no source could be fetched." in md
+    assert "| built-in espeak corpus | recorded speech |" in md
+    assert "| not run (corpus unavailable) |" in md
+    assert "could not be built (**unavailable**: no source could be fetched)" in md
+    assert "| asterisk | **unavailable**: apt-get download failed |" in md
+    assert "## Layer-wise results\n" in md and "Recorded speech, per layer" not in md
+
+
+def test_old_summary_renders_as_before():
+    s = make_summary()
+    md = report.markdown(s, ["bias.png"], {})
+    assert ("| # | finding (about) | criterion | outcome per encoder | overall | figure |" in md)
+    assert "recorded" not in md.lower() and "espeak corpus only" not in md
+    assert "## Layer-wise results\n" in md and "- whisper_x: l0 30.0, l1 20.0, l2 10.0" in md
+    figs = report.make_figures(s)
+    assert not any(k.startswith("recorded_") or "corpora" in k for k in figs)
+    for v in figs.values():
+        plots.plt.close(v)

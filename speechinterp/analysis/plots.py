@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 
+CORPORA = ("built-in espeak corpus", "recorded speech")
+
 
 def _yerr(vals, cis):
     """Asymmetric error bars [2, N] from [low, high] intervals (None: no bars)."""
@@ -140,7 +142,7 @@ def _grid(n, width=3.6, height=3.0):
 
 
 def _real(summary):
-    return {n: e for n, e in summary["encoders"].items() if not e["random"]}
+    return {n: e for n, e in summary["encoders"].items() if not e.get("random")}
 
 
 def _random_copy(summary, name, prop):
@@ -267,23 +269,58 @@ def overlap_figure(summary):
     return fig
 
 
-def eer_figure(summary):
-    """Speaker-verification EER per layer (cosine scoring); an encoder and its random-weights
-    copy in the same hue (the copy lighter and dashed)."""
+def _eer_axes(ax, summary, styles):
+    """Draw one corpus's EER-per-layer curves on ``ax``."""
     eer = summary.get("eer") or {}
-    if not eer:
-        return None
-    styles = encoder_styles({**{n: {} for n in eer}, **summary["encoders"]})   # same hues
-    fig, ax = plt.subplots(figsize=(8.5, 4))
     for name in paired_order({n: summary["encoders"].get(n, {}) for n in eer}):
         e, st = eer[name], styles[name]
         depth = np.linspace(0, 1, len(e["eer"]))
-        ax.plot(depth, 100 * np.array(e["eer"]), ls=st["ls"], marker=st["marker"],
+        ax.plot(depth, 100 * np.array(e["eer"], float), ls=st["ls"], marker=st["marker"],
                 color=st["color"], label=name, ms=3)
     ax.set_xlabel("relative depth (first layer = 0, last = 1)")
     ax.set_ylabel("EER (%)")
+
+
+def _eer_styles(*summaries):
+    encs = {}
+    for s in summaries:
+        encs.update({n: {} for n in s.get("eer") or {}})
+    for s in summaries:
+        encs.update(s["encoders"])
+    return encoder_styles(encs)
+
+
+def eer_figure(summary):
+    """Speaker-verification EER per layer (cosine scoring); an encoder and its random-weights
+    copy in the same hue (the copy lighter and dashed)."""
+    if not summary.get("eer"):
+        return None
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    _eer_axes(ax, summary, _eer_styles(summary))        # same hues as the other figures
     ax.set_title("Speaker verification per layer (test speakers, cosine scoring)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def eer_corpora_figure(summary, recorded):
+    """EER per layer on the built-in espeak corpus and on recorded speech, side by side."""
+    if not summary.get("eer") or not recorded.get("eer"):
+        return None
+    styles = _eer_styles(summary, recorded)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, s, title in zip(axes, (summary, recorded), CORPORA):
+        _eer_axes(ax, s, styles)
+        ax.set_title(title, fontsize=10)
+    axes[1].set_ylabel("")
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[1].legend(list(handles.values()), list(handles.keys()), fontsize=7, loc="upper left",
+                   bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Speaker verification EER per layer, both corpora (cosine scoring)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -324,15 +361,12 @@ def bias_figure(summary):
     return fig
 
 
-def best_layer_figure(summary):
-    """Best-layer accuracy per property and encoder with its 95% interval; each encoder's
-    random-weights copy beside it in the same hue, lighter and hatched."""
+def _best_layer_axes(ax, summary, styles):
+    """Draw one corpus's best-layer bars on ``ax``; False when it has no probes."""
     encs = {n: e for n, e in summary["encoders"].items() if e.get("probes")}
     props = sorted({p for e in encs.values() for p in e["probes"]})
     if not props:
-        return None
-    styles = encoder_styles(summary["encoders"])
-    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(props) + 4.5), 4))
+        return False
     names = paired_order(encs)
     width = 0.8 / len(names)
     for i, n in enumerate(names):
@@ -348,8 +382,44 @@ def best_layer_figure(summary):
     ax.set_xticks(np.arange(len(props)), props)
     ax.set_ylabel("best-layer test accuracy")
     ax.set_ylim(0, 1.02)
+    return True
+
+
+def best_layer_figure(summary):
+    """Best-layer accuracy per property and encoder with its 95% interval; each encoder's
+    random-weights copy beside it in the same hue, lighter and hatched."""
+    props = {p for e in summary["encoders"].values() for p in e.get("probes") or {}}
+    if not props:
+        return None
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(props) + 4.5), 4))
+    _best_layer_axes(ax, summary, encoder_styles(summary["encoders"]))
     ax.set_title("Best layer per property and encoder (lighter, hatched: random weights; "
                  "error bars: 95% CI)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside the bars
+    fig.tight_layout()
+    return fig
+
+
+def best_layer_corpora_figure(summary, recorded):
+    """The best-layer figure for both corpora side by side (same colours per encoder)."""
+    count = [len({p for e in s["encoders"].values() for p in e.get("probes") or {}})
+             for s in (summary, recorded)]
+    if not all(count):
+        return None
+    styles = encoder_styles({**summary["encoders"], **recorded["encoders"]})
+    fig, axes = plt.subplots(1, 2, figsize=(max(12, 1.2 * sum(count) + 6), 4), sharey=True,
+                             gridspec_kw={"width_ratios": [max(c, 1.5) for c in count]})
+    for ax, s, title in zip(axes, (summary, recorded), CORPORA):
+        _best_layer_axes(ax, s, styles)
+        ax.set_title(title, fontsize=10)
+    axes[1].set_ylabel("")
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[1].legend(list(handles.values()), list(handles.keys()), fontsize=7, loc="upper left",
+                   bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Best layer per property and encoder, both corpora (lighter, hatched: "
+                 "random weights; error bars: 95% CI)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -15,6 +15,9 @@ FIGURES = {
     "eer.png": "speaker verification EER per layer",
     "bias.png": "gender bias through in-encoder masking",
     "best_layer.png": "best layer per property and encoder",
+    "best_layer_corpora.png": "best layer, espeak and recorded corpus side by side",
+    "eer_corpora.png": "speaker verification EER per layer, both corpora",
+    "recorded_*.png": "the figures above on the recorded-speech corpus",
 }
 
 LIMITS = (
@@ -27,8 +30,7 @@ LIMITS = (
     "the Task models table shows how well each learned its own task.")
 
 
-def make_figures(summary) -> dict:
-    """name -> matplotlib Figure for every figure the summary supports."""
+def _corpus_figures(summary) -> dict:
     figs = {}
     props = sorted({p for e in summary["encoders"].values() for p in e.get("probes", {})})
     for p in props:
@@ -42,37 +44,227 @@ def make_figures(summary) -> dict:
     return {k: v for k, v in figs.items() if v is not None}
 
 
+def make_figures(summary) -> dict:
+    """name -> matplotlib Figure for every figure the summary supports; the recorded corpus's
+    figures are prefixed ``recorded_``, and ``*_corpora.png`` show both corpora side by side."""
+    figs = _corpus_figures(summary)
+    rec = _recorded(summary)
+    if rec is not None:
+        figs.update({f"recorded_{k}": v for k, v in _corpus_figures(rec).items()})
+        both = {"best_layer_corpora.png": plots.best_layer_corpora_figure(summary, rec),
+                "eer_corpora.png": plots.eer_corpora_figure(summary, rec)}
+        figs.update({k: v for k, v in both.items() if v is not None})
+    return figs
+
+
+def _recorded(summary):
+    """The recorded corpus's sub-summary when it was studied (status ok), else None."""
+    rec = summary.get("recorded")
+    if not rec or rec.get("status") != "ok" or not rec.get("encoders"):
+        return None
+    return {**rec, "encoders": rec["encoders"], "eer": rec.get("eer") or {},
+            "overlap": rec.get("overlap") or {}, "bias": rec.get("bias") or {},
+            "findings": rec.get("findings") or []}
+
+
 def _verdict(h):
     return {True: "holds", False: "does not hold", None: "undecided"}[h]
 
 
 def markdown(summary, figure_names, config) -> str:
+    """The report as Markdown; a summary with ``recorded`` also gets the recorded corpus."""
     L = ["# speechinterp study report", ""]
     encs = summary["encoders"]
+    has_rec = "recorded" in summary
+    rec = _recorded(summary)
     L.append(f"Encoders: {', '.join(sorted(encs))}. Corpus: `{summary.get('corpus_manifest')}`. "
-             f"Total time {summary.get('total_time_s', 0):.0f} s.")
+             + (_recorded_line(summary["recorded"]) if has_rec else "")
+             + f"Total time {summary.get('total_time_s', 0):.0f} s.")
     L += [""] + HOW_TO_READ[:-1] + [""] + _task_models_section(summary)[:-1]
+    if has_rec:
+        L += ["", ESPEAK_ONLY]
     from speechinterp.analysis.findings import AGGREGATION, ENCODED, UNDECIDED_WHEN
-    L += ["", "## Findings", "",
-          "| # | finding (about) | criterion | outcome per encoder | overall | figure |",
-          "| --- | --- | --- | --- | --- | --- |"]
-    for i, f in enumerate(summary["findings"], 1):
-        per = "; ".join(f"`{k}`: {v['outcome']} ({v['why']})"
-                        for k, v in f.get("per_encoder", {}).items()) or f["evidence"]
-        overall = f.get("outcome") or _verdict(f["holds"])
-        why = f" ({f['why']})" if overall == "undecided" and f.get("why") else ""
-        about = f" ({f['about']})" if f.get("about") else ""
-        L.append(f"| {i} | {f['finding']}{about} | {f.get('criterion', '-')} | "
-                 f"{per.replace('|', '/')} | **{overall}**{why} | `{f['figure']}` |")
+    L += ["", "## Findings", ""]
+    L += _findings_table(summary, figure_names) if has_rec else _findings_table_one(summary)
     L += ["", f"How the verdicts are reached: {ENCODED}. {UNDECIDED_WHEN} {AGGREGATION}"]
-    L += ["", LIMITS, "", "## Figures", ""]
+    L += ["", LIMITS]
+    if has_rec:
+        L += [""] + _recorded_section(summary["recorded"])[:-1]
+    L += ["", "## Figures", ""]
     for name in figure_names:
-        L += [f"### {name[:-4].replace('_', ' ')}", "", f"![{name}](figures/{name})", ""]
-    L += _layerwise_section(summary) + _eer_section(summary) + _bias_section(summary)
+        L += [f"### {_figure_heading(name)}", "", f"![{name}](figures/{name})", ""]
+    if rec is None:
+        L += _layerwise_section(summary)
+    else:
+        L += _layerwise_section(summary, "## Layer-wise results: built-in espeak corpus")
+        L += _layerwise_section(rec, "## Layer-wise results: recorded human speech")
+    L += _eer_section(summary) + _bias_section(summary)
     if summary.get("stage_times_s"):
         L += ["## Stage times (s)", ""]
         L += [f"- {k}: {v:.1f}" for k, v in summary["stage_times_s"].items()]
     return "\n".join(L) + "\n"
+
+
+CORPORA = plots.CORPORA
+ESPEAK_ONLY = ("The task models table and the bias analysis are for the built-in espeak corpus "
+               "only: the task CNNs were trained there, and their own tasks are not labelled on "
+               "the recorded corpus.")
+
+
+def _figure_heading(name: str) -> str:
+    stem = name[:-4]
+    if stem.startswith("recorded_"):
+        return "recorded speech: " + stem[len("recorded_"):].replace("_", " ")
+    if stem.endswith("_corpora"):
+        return stem[:-len("_corpora")].replace("_", " ") + ": both corpora"
+    return stem.replace("_", " ")
+
+
+def _status(status) -> str:
+    """``ok``, or ``**unavailable**: reason``."""
+    status = str(status or "not recorded")
+    head, sep, why = status.partition(":")
+    return f"**{head}**: {why.strip()}" if sep and head != "ok" else status
+
+
+def _reason(status) -> str:
+    """The reason of ``unavailable: <reason>`` (the whole status if it has none)."""
+    return str(status).partition(":")[2].strip() or str(status)
+
+
+def _recorded_line(rec) -> str:
+    if rec.get("status") == "ok":
+        return f"Recorded-speech corpus: `{rec.get('corpus_manifest')}`. "
+    return f"Recorded-speech corpus: {_status(rec.get('status'))}. "
+
+
+def _overall(f) -> str:
+    overall = f.get("outcome") or _verdict(f["holds"])
+    why = f" ({f['why']})" if overall == "undecided" and f.get("why") else ""
+    return f"**{overall}**{why}"
+
+
+def _per_encoder(f) -> str:
+    return "; ".join(f"`{k}`: {v['outcome']} ({v['why']})"
+                     for k, v in f.get("per_encoder", {}).items()) or f["evidence"]
+
+
+def _findings_table_one(summary) -> list:
+    L = ["| # | finding (about) | criterion | outcome per encoder | overall | figure |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    for i, f in enumerate(summary["findings"], 1):
+        about = f" ({f['about']})" if f.get("about") else ""
+        L.append(f"| {i} | {f['finding']}{about} | {f.get('criterion', '-')} | "
+                 f"{_per_encoder(f).replace('|', '/')} | {_overall(f)} | `{f['figure']}` |")
+    return L
+
+
+def _findings_table(summary, figure_names) -> list:
+    """One outcome column per corpus: the overall outcome, then the outcome per encoder."""
+    rec = _recorded(summary)
+    by_name = {f["finding"]: f for f in (rec or {}).get("findings", [])}
+    L = [f"| # | finding (about) | criterion | {CORPORA[0]} | {CORPORA[1]} | figure |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    for i, f in enumerate(summary["findings"], 1):
+        about = f" ({f['about']})" if f.get("about") else ""
+        g = by_name.get(f["finding"])
+        if rec is None:
+            other = ("not run (corpus unavailable)" if summary["recorded"].get("status") != "ok"
+                     else "not run (no encoder was studied on it)")
+        elif g is None:
+            other = "not evaluated"
+        else:
+            other = f"{_overall(g)}. Per encoder: {_per_encoder(g)}"
+        figs = f"`{f['figure']}`"
+        if f"recorded_{f['figure']}" in figure_names:
+            figs += f", `recorded_{f['figure']}`"
+        L.append(f"| {i} | {f['finding']}{about} | {f.get('criterion', '-')} | "
+                 f"{_overall(f)}. Per encoder: {_per_encoder(f).replace('|', '/')} | "
+                 f"{other.replace('|', '/')} | {figs} |")
+    return L + ["", "Each corpus's outcome comes from its own probes and intervals by the same "
+                "criterion; a property the recorded corpus cannot test (see below) is not "
+                "probed there, so findings about it are undecided on that corpus."]
+
+
+def _speakers(n) -> str:
+    return f"{n} speaker{'s' * (n != 1)}"
+
+
+def _class_counts(prop, counts) -> str:
+    """``female 24 speakers, male 28 speakers``; speaker identity: its own counts."""
+    if not counts:
+        return "no labels"
+    if prop == "speaker" and "speakers" in counts:
+        out = _speakers(counts["speakers"])
+        if "with_enough_utterances" in counts:
+            out += (f", {counts['with_enough_utterances']} with enough utterances for all "
+                    "three splits")
+        return out
+    return ", ".join(f"{c} {_speakers(n)}" for c, n in counts.items())
+
+
+def _not_testable_why(prop, counts) -> str:
+    if prop == "speaker":
+        return "not testable on this corpus: too few speakers with enough utterances"
+    if len(counts or {}) < 2:
+        return "not testable on this corpus: fewer than two classes"
+    return "not testable on this corpus: confounded with speaker"
+
+
+def _recorded_section(rec) -> list:
+    """What the recorded corpus holds, which properties it can test, and which it cannot."""
+    L = ["## Recorded human speech: what this corpus can and cannot show", ""]
+    if rec.get("status") == "ok":
+        L += [f"Corpus: `{rec.get('corpus_manifest')}`, assembled at run time from packages. "
+              "Its encoders: " + (", ".join(sorted(rec.get("encoders") or {})) or "none")
+              + ".", ""]
+    else:
+        L += [f"The recorded corpus could not be built ({_status(rec.get('status'))}); the "
+              "findings, tables and figures below are from the built-in espeak corpus only.", ""]
+    sources = rec.get("sources") or []
+    if sources:
+        L += ["| source | status | utterances | speakers (per gender) | languages | licence |",
+              "| --- | --- | ---: | ---: | --- | --- |"]
+        for src in sources:
+            ok = src.get("status") == "ok"
+            spg = src.get("speakers_per_gender") or {}
+            spk = "-" if src.get("speakers") is None else str(src["speakers"])
+            if spg:
+                spk += " (" + ", ".join(f"{g} {n}" for g, n in spg.items()) + ")"
+            L.append(f"| {src.get('name', '?')} | {_status(src.get('status'))} | "
+                     f"{src.get('utterances', '-') if ok else '-'} | {spk if ok else '-'} | "
+                     f"{', '.join(src.get('languages') or []) or '-'} | "
+                     f"{src.get('licence') or '-'} |".replace("\n", " "))
+        missing = [f"{src.get('name', '?')} ({_reason(src.get('status'))})"
+                   for src in sources if src.get("status") != "ok"]
+        if missing:
+            L += ["", "Could not be fetched: " + "; ".join(missing) + "."]
+        L.append("")
+    testable = rec.get("testable") or {}
+    if testable:
+        yes = {p: v[1] for p, v in testable.items() if v[0]}
+        no = {p: v[1] for p, v in testable.items() if not v[0]}
+        L += ["Testable on this corpus (enough distinct speakers per class for a "
+              "speaker-disjoint split):", ""]
+        L += [f"- {p}: {_class_counts(p, c)}" for p, c in yes.items()] or ["- none"]
+        if no:
+            L += ["", "Not testable:", ""]
+            L += [f"- {p}: **{_not_testable_why(p, c)}** ({_class_counts(p, c)})"
+                  for p, c in no.items()]
+        L.append("")
+        can = [("speaker identity" if p == "speaker" else
+                "channel (simulated on the real recordings)" if p == "channel" else p)
+               for p in yes]
+        can = (", ".join(can[:-1]) + " and " + can[-1] if len(can) > 1 else
+               "".join(can) or "nothing this study probes")
+        cannot = ", ".join(no) or "none of the probed properties"
+        L += [f"What it can show: how the encoders respond to real people rather than espeak's "
+              f"voice variants, for {can}, and speaker verification on real voices. What it "
+              f"cannot show: {cannot}, where some class is one or a few people, so a probe "
+              "would learn their voices rather than the property; nor accent, nor the task "
+              "models' own tasks and their bias, which are not labelled here. Its sources "
+              "differ in recording conditions and are small, so its intervals are wide.", ""]
+    return L
 
 
 # ----------------------------------------------------------------------------- sections
@@ -235,10 +427,10 @@ def _layer_table(res, rnd) -> tuple[list, bool]:
     return L, na
 
 
-def _layerwise_section(summary) -> list:
+def _layerwise_section(summary, title: str = "## Layer-wise results") -> list:
     encs = summary["encoders"]
     props = sorted({p for e in encs.values() for p in e.get("probes", {})})
-    L = ["## Layer-wise results", ""]
+    L = [title, ""]
     for prop in props:
         have = [(n, e) for n, e in sorted(encs.items())
                 if prop in e.get("probes", {}) and not e.get("random")]
@@ -285,13 +477,47 @@ def _layerwise_section(summary) -> list:
     return L
 
 
+def _eer_lines(eer) -> list:
+    return [f"- {name}: " + ", ".join(f"{l} {100 * v:.1f}" for l, v in zip(e["layers"], e["eer"]))
+            for name, e in sorted(eer.items())]
+
+
+def _best_eer(e):
+    """(EER, layer) of the best layer, or None."""
+    pairs = [(v, l) for l, v in zip(e.get("layers", []), e.get("eer", [])) if v is not None]
+    return min(pairs) if pairs else None
+
+
 def _eer_section(summary) -> list:
-    if not summary.get("eer"):
-        return []
-    L = ["## Speaker verification (EER %, per layer)", ""]
-    for name, e in sorted(summary["eer"].items()):
-        L.append(f"- {name}: " + ", ".join(f"{l} {100 * v:.1f}" for l, v in
-                                           zip(e["layers"], e["eer"])))
+    rec = _recorded(summary)
+    reer = (rec or {}).get("eer") or {}
+    if not reer:
+        if not summary.get("eer"):
+            return []
+        return ["## Speaker verification (EER %, per layer)", ""] + _eer_lines(summary["eer"]) \
+            + [""]
+    eer = summary.get("eer") or {}
+    L = ["## Speaker verification (EER %, per layer)", "",
+         "Equal error rate of cosine scoring on test speakers, lower is better: the best layer "
+         "per encoder on each corpus (layer in brackets), then every layer.", "",
+         f"| encoder | {CORPORA[0]}: best layer EER % | {CORPORA[1]}: best layer EER % | "
+         "recorded - espeak (points) |", "| --- | ---: | ---: | ---: |"]
+    lower = []
+    names = plots.paired_order({n: {**rec["encoders"], **summary["encoders"]}.get(n, {})
+                                for n in {**eer, **reer}})
+    for n in names:
+        a = _best_eer(eer[n]) if n in eer else None
+        b = _best_eer(reer[n]) if n in reer else None
+        cell = lambda x: f"{100 * x[0]:.1f} ({x[1]})" if x else "-"
+        diff = f"{100 * (b[0] - a[0]):+.1f}" if a and b else "-"
+        if a and b:
+            lower.append(b[0] < a[0])
+        L.append(f"| {n} | {cell(a)} | {cell(b)} | {diff} |")
+    if lower:
+        L += ["", f"On recorded speech the best-layer EER is lower than on the espeak corpus for "
+              f"{sum(lower)} of {len(lower)} encoders measured on both."]
+    L += ["", f"{CORPORA[0].capitalize()}, per layer:", ""] + _eer_lines(eer)
+    L += ["", f"{CORPORA[1].capitalize()}, per layer:", ""] + _eer_lines(reer)
     return L + [""]
 
 
