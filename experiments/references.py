@@ -16,6 +16,16 @@ import types
 TORCHCREPE = "torchcrepe==0.0.24"
 
 
+def required(name: str, by: str = "the equivalence tests"):
+    """Import a reference package that .ci/install puts in place; missing, it fails loudly
+    (a test must never skip its reference)."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ImportError(f"{by} need {name} (the test extra): run .ci/install") from e
+
+
 def torchcrepe_dir() -> str:
     """Folder of the installed torchcrepe package; a clear error when it is missing."""
     spec = importlib.util.find_spec("torchcrepe")

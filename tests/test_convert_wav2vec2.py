@@ -10,7 +10,6 @@ transformers in test_wav2vec2.py); the command-line round trip and one fairseq f
 compared with transformers' outputs layer by layer.
 """
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -22,10 +21,8 @@ import pytest
 
 def _required(name):
     """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise ImportError(f"{__file__} needs {name} (the test extra): run .ci/install") from e
+    from experiments.references import required
+    return required(name, os.path.basename(__file__))
 
 
 torch = _required("torch")

@@ -22,10 +22,8 @@ from ge2e_speech import espeak_wave  # noqa: E402
 
 def _required(name):
     """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise ImportError(f"{__file__} needs {name} (the test extra): run .ci/install") from e
+    from experiments.references import required
+    return required(name, os.path.basename(__file__))
 
 
 torch = _required("torch")

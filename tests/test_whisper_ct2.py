@@ -11,7 +11,6 @@ keeping encoder layers ``0..k-1`` gives ``layer_norm(hidden_states[k])``. ctrans
 ``encoder/layer_0``, so ``k = 0`` keeps layer 0 with its attention and FFN output projections set
 to zero: a pre-LN block with zero residual branches is the identity, exactly.
 """
-import importlib
 import os
 import shutil
 import struct
@@ -31,10 +30,8 @@ from ge2e_speech import espeak_wave  # noqa: E402
 
 def _required(name):
     """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise ImportError(f"{__file__} needs {name} (the test extra): run .ci/install") from e
+    from experiments.references import required
+    return required(name, os.path.basename(__file__))
 
 
 TOL = 1e-4  # max abs diff; final-layer-norm outputs here are at most ~20 in magnitude

@@ -308,9 +308,17 @@ def eer_corpora_figure(summary, recorded):
     if not summary.get("eer") or not recorded.get("eer"):
         return None
     styles = _eer_styles(summary, recorded)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    return _two_corpora(summary, recorded, lambda ax, s: _eer_axes(ax, s, styles),
+                        "Speaker verification EER per layer, both corpora (cosine scoring)",
+                        figsize=(12, 4))
+
+
+def _two_corpora(summary, recorded, draw, suptitle, **subplots):
+    """Two panels, the built-in corpus and recorded speech, drawn by ``draw(ax, summary)``,
+    with one legend for both."""
+    fig, axes = plt.subplots(1, 2, sharey=True, **subplots)
     for ax, s, title in zip(axes, (summary, recorded), CORPORA):
-        _eer_axes(ax, s, styles)
+        draw(ax, s)
         ax.set_title(title, fontsize=10)
     axes[1].set_ylabel("")
     handles = {}
@@ -319,8 +327,7 @@ def eer_corpora_figure(summary, recorded):
             handles.setdefault(lab, h)
     axes[1].legend(list(handles.values()), list(handles.keys()), fontsize=7, loc="upper left",
                    bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("Speaker verification EER per layer, both corpora (cosine scoring)",
-                 fontsize=10)
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -407,19 +414,8 @@ def best_layer_corpora_figure(summary, recorded):
     if not all(count):
         return None
     styles = encoder_styles({**summary["encoders"], **recorded["encoders"]})
-    fig, axes = plt.subplots(1, 2, figsize=(max(12, 1.2 * sum(count) + 6), 4), sharey=True,
-                             gridspec_kw={"width_ratios": [max(c, 1.5) for c in count]})
-    for ax, s, title in zip(axes, (summary, recorded), CORPORA):
-        _best_layer_axes(ax, s, styles)
-        ax.set_title(title, fontsize=10)
-    axes[1].set_ylabel("")
-    handles = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    axes[1].legend(list(handles.values()), list(handles.keys()), fontsize=7, loc="upper left",
-                   bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("Best layer per property and encoder, both corpora (lighter, hatched: "
-                 "random weights; error bars: 95% CI)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _two_corpora(summary, recorded, lambda ax, s: _best_layer_axes(ax, s, styles),
+                        "Best layer per property and encoder, both corpora (lighter, hatched: "
+                        "random weights; error bars: 95% CI)",
+                        figsize=(max(12, 1.2 * sum(count) + 6), 4),
+                        gridspec_kw={"width_ratios": [max(c, 1.5) for c in count]})
