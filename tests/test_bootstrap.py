@@ -73,3 +73,35 @@ def test_convergence_diagnostic_flags_an_oracle_below_the_best_layer():
     res["layers"] = res["layers"][:1]
     res["oracle"]["accuracy_ci95"] = [0.6, 0.92]
     assert protocol.convergence_diagnostic(res)["ok"]
+
+
+def _speaker_level_store(path, num_speakers, per_speaker, seed=0):
+    """A store whose label is a property of the speaker, carried only by a per-speaker offset:
+    a probe's predictions on an unseen speaker are the same for all of its utterances, so its
+    errors are all-or-nothing per speaker."""
+    from speechinterp import store
+    rng = np.random.default_rng(seed)
+    label = rng.permutation(np.arange(num_speakers) % 2)
+    offsets = rng.normal(0, 1, (num_speakers, 8)) + 0.3 * label[:, None]
+    spk = np.repeat(np.arange(num_speakers), per_speaker)
+    X = (offsets[spk] + 0.05 * rng.normal(0, 1, (len(spk), 8))).astype(np.float32)
+    rows = [{"utt_id": f"u{i}", "path": f"u{i}.wav", "speaker": f"s{s:03d}",
+             "prop": f"c{label[s]}"} for i, s in enumerate(spk)]
+    return store.write_store(str(path), "speaker-level", ["layer_0"], [X], rows)
+
+
+def test_store_intervals_follow_test_speakers_not_utterances(tmp_path):
+    def width(num_speakers, per_speaker):
+        st = _speaker_level_store(tmp_path / f"{num_speakers}_{per_speaker}", num_speakers,
+                                  per_speaker)
+        res, _ = protocol.run_probing(st, "prop", EN.NEUROX, layerwise_only=True)
+        (lo, hi), = [l["accuracy_ci95"] for l in res["layers"]]
+        assert res["interval"]["resampled"] == "test speakers"
+        return hi - lo, res["interval"]["num_resampled"]
+
+    few, n_few = width(40, 10)
+    few_many_utts, n_same = width(40, 80)      # 8x the utterances of the same speakers
+    many, n_many = width(320, 10)               # 8x the speakers
+    assert n_few == n_same and n_many > 6 * n_few
+    assert abs(few_many_utts - few) < 0.5 * few      # as wide: the speakers did not change
+    assert many < 0.6 * few                          # narrower: ~1/sqrt(8) as many speakers
