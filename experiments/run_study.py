@@ -411,9 +411,10 @@ def build_recorded_corpus(cfg, out):
             *([f"--sources={rc.sources}"] if rc.sources else [])))
     except RuntimeError as e:
         return None, str(e), [], {}
-    sources = json.load(open(os.path.join(d, "sources.json")))
+    sources = json.load(open(os.path.join(d, "sources.json")))["sources"]
     testable = {p: [v["testable"], v["counts"]]
-                for p, v in json.load(open(os.path.join(d, "testable.json"))).items()}
+                for p, v in json.load(open(os.path.join(d, "testable.json"))).items()
+                if isinstance(v, dict) and "testable" in v}
     return os.path.join(d, "utterances.csv"), key, sources, testable
 
 
