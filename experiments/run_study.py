@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from absl import app, flags, logging
@@ -216,17 +217,29 @@ def random_baselines(cfg, out, encs):
 
 
 def extract_all(cfg, out, encs, manifest, corpus_key, prefix=""):
-    for name, e in encs.items():
-        inputs = {"encoder": e["key"], "corpus": corpus_key, **dict(cfg.extract)}
+    """Extract every encoder's store. ``cfg.extract.parallel`` extractions run at once (each is
+    a subprocess, and most encoders keep fewer than two cores busy); one at a time with
+    ``distributed`` (every host must run the same extraction)."""
+    opts = {k: v for k, v in dict(cfg.extract).items() if k != "parallel"}
 
-        def go(d, e=e):
+    def one(item):
+        name, e = item
+
+        def go(d):
             run_module("experiments.extract", f"--encoder={e['dir']}", f"--manifest={manifest}",
                        f"--out={d}/store", f"--batch_size={cfg.extract.batch_size}",
                        f"--dtype={cfg.extract.dtype}",
-                       f"--distributed={bool(cfg.extract.get('distributed', False))}",
+                       f"--distributed={bool(opts.get('distributed', False))}",
                        f"--compilation_cache_dir={os.path.join(out, 'jax_cache')}")
-        d, key = run_stage(out, f"extract_{prefix}{name}", inputs, go)
+        d, key = run_stage(out, f"extract_{prefix}{name}",
+                           {"encoder": e["key"], "corpus": corpus_key, **opts}, go)
         e["store"], e["store_key"] = os.path.join(d, "store"), key
+
+    workers = 1 if opts.get("distributed") else max(1, int(cfg.extract.get("parallel", 1)))
+    if workers > 1:     # two processes on one GPU: neither may take 75% of its memory up front
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, encs.items()))      # list(): a failed stage raises here
 
 
 def probe_all(cfg, out, encs, properties=None, prefix="", seeds=None):

@@ -67,8 +67,9 @@ def get_config():
     # 5. extraction and probing
     # the batch is sharded over all local devices; distributed=True calls
     # jax.distributed.initialize() in each extraction (multi-host, one process per host)
+    # parallel: extractions run at once (most encoders keep fewer than 2 cores busy)
     c.extract = ml_collections.ConfigDict({"batch_size": 16, "dtype": "float32",
-                                           "distributed": False})
+                                           "distributed": False, "parallel": 2})
     # the converged setting ("default"; "neurox" is NeuroX's 10 epochs at lr 1e-3, which leave
     # these probes under-trained: oracles below their best layer, seed-dependent rankings);
     # 3 seeds side by side give the seed spread and the ranking stability

@@ -35,5 +35,6 @@ def get_config():
     c.cnn.crop_seconds = 3.0
     c.probe.config = "default"
     c.probe.per_neuron = True
+    c.extract.parallel = 1           # large models on accelerators: one extraction at a time
     c.recorded.enabled = False       # the recorded corpus downloads ~430 MB of packages
     return c
