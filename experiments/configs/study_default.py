@@ -61,7 +61,7 @@ def get_config():
     #     at least 3 speakers), with the same encoders; random copies only if random_baselines
     c.recorded = ml_collections.ConfigDict({
         "enabled": True, "properties": ("gender", "speaker_id", "language", "channel"),
-        "max_per_speaker": 15, "sources": "", "random_baselines": False, "seeds": 1})
+        "max_per_speaker": 12, "sources": "", "random_baselines": False, "seeds": 1})
     # 4. random-weights baselines of every encoder
     c.random_baselines = True
     # 5. extraction and probing
