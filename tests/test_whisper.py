@@ -19,7 +19,7 @@ import transformers
 from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
 
 from speechinterp import encoders
-from speechinterp.convert import convert, detect_format
+from speechinterp.convert import ConvertOptionError, convert, detect_format
 from speechinterp.convert.huggingface_whisper import whisper_encoder_from_state
 from speechinterp.convert.keys import CheckpointMismatchError
 from speechinterp.encoders.whisper_frontend import log_mel
@@ -317,5 +317,5 @@ def test_mismatched_checkpoint_lists_every_bad_key():
     for part in ("my_whisper.bin", "missing (1): layers.1.fc2.bias",
                  "unexpected (1): layers.0.self_attn.k_proj.bias", "conv2.weight: file (32, 32, 2)"):
         assert part in msg
-    with pytest.raises(TypeError, match="unknown huggingface_whisper options"):
+    with pytest.raises(ConvertOptionError, match="unknown option.*chunk.*huggingface_whisper"):
         convert(ROOT, format="huggingface_whisper", chunk=3)
