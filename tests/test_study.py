@@ -122,3 +122,20 @@ def test_extraction_stage_resumes_only_with_the_same_inputs(tmp_path):
         run_study.run_stage(out, "extract_enc", {"encoder": 2}, interrupted)
     run_study.run_stage(out, "extract_enc", {"encoder": 3}, finish)     # other inputs: fresh
     assert seen == [[".started", "part"], [".started"]]
+
+
+def test_stage_cache_reruns_on_changed_inputs_or_a_missing_done_stamp(tmp_path):
+    from experiments import run_study
+    out, runs = str(tmp_path), []
+
+    def work(d):
+        runs.append(d)
+
+    run_study.run_stage(out, "probe_x", {"a": 1}, work)
+    run_study.run_stage(out, "probe_x", {"a": 1}, work)          # cached
+    assert len(runs) == 1
+    run_study.run_stage(out, "probe_x", {"a": 2}, work)          # changed input: reruns
+    assert len(runs) == 2
+    os.remove(os.path.join(out, "stages", "probe_x", ".done"))    # interrupted: redone
+    run_study.run_stage(out, "probe_x", {"a": 2}, work)
+    assert len(runs) == 3
