@@ -106,33 +106,79 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def load_masks(path: str, layer_names, dims) -> dict[str, np.ndarray]:
-    """Per-neuron multipliers by layer name from an npz, checked against the encoder: an unknown
-    layer (listing ``layer_names``), a wrong width or a non-finite value is an
-    :class:`ExtractError`."""
+def load_masks(path: str, layer_names, dims) -> dict:
+    """Masks by layer name from an npz, checked against the encoder (docs/formats.md): a key
+    ``LAYER`` holds a per-neuron multiplier [D]; the pair ``LAYER.matrix`` [D, D] +
+    ``LAYER.bias`` [D] an affine map (``h @ matrix + bias``, e.g. a concept eraser), returned as
+    an :class:`~speechinterp.encoders.base.AffineMap`. An unknown layer (listing
+    ``layer_names``), a wrong shape, half an affine pair, both kinds for one layer or a
+    non-finite value is an :class:`ExtractError`, every problem in one message."""
     import os
+    from speechinterp.encoders.base import AffineMap
     if not os.path.isfile(path):
         raise ExtractError(f"--masks={path}: file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            masks = {k: np.asarray(z[k]) for k in z.files}
+            arrays = {k: np.asarray(z[k]) for k in z.files}
     except Exception as e:   # not an npz (zip of .npy files)
         raise ExtractError(f"--masks={path}: not a readable .npz ({type(e).__name__}: {e})")
     width = dict(zip(layer_names, dims))
     problems = []
-    unknown = [k for k in masks if k not in width]
+    plain = {k: m for k, m in arrays.items() if not k.endswith((".matrix", ".bias"))}
+    affine: dict[str, dict] = {}
+    for k, m in arrays.items():
+        if k not in plain:
+            layer, part = k.rsplit(".", 1)
+            affine.setdefault(layer, {})[part] = m
+    unknown = [k for k in list(plain) + list(affine) if k not in width]
     if unknown:
         problems.append(f"layer(s) {unknown} not in the encoder; its layers: {list(layer_names)}")
-    for k, m in masks.items():
+    for k in sorted(set(plain) & set(affine)):
+        problems.append(f"{k!r} has both a multiplier and an affine map; give one")
+    for k, m in plain.items():
         if k in width and m.shape != (width[k],):
             problems.append(f"{k!r} has shape {m.shape}, the layer has {width[k]} neurons")
         elif k in width and not np.all(np.isfinite(m)):
             problems.append(f"{k!r} has {int(np.sum(~np.isfinite(m)))} non-finite value(s)")
-    if not masks:
+    for k, parts in affine.items():
+        missing = [f"{k}.{p}" for p in ("matrix", "bias") if p not in parts]
+        if missing:
+            problems.append(f"{missing} missing: an affine map needs both {k}.matrix and "
+                            f"{k}.bias")
+            continue
+        if k not in width:
+            continue
+        d = width[k]
+        shapes = (parts["matrix"].shape, parts["bias"].shape)
+        if shapes != ((d, d), (d,)):
+            problems.append(f"{k!r} has an affine map with matrix {shapes[0]} and bias "
+                            f"{shapes[1]}; the layer has {d} neurons, so it needs ({d}, {d}) "
+                            f"and ({d},)")
+        elif not all(np.all(np.isfinite(a)) for a in parts.values()):
+            problems.append(f"{k!r}'s affine map has non-finite value(s)")
+    if not arrays:
         problems.append("no masks in the file")
     if problems:
         raise ExtractError(f"--masks={path}: {len(problems)} problem(s): " + "; ".join(problems))
-    return {k: m.astype(np.float32) for k, m in masks.items()}
+    out: dict = {k: m.astype(np.float32) for k, m in plain.items()}
+    out.update({k: AffineMap(p["matrix"].astype(np.float32), p["bias"].astype(np.float32))
+                for k, p in affine.items()})
+    return out
+
+
+def save_masks(path: str, masks) -> None:
+    """Write masks in :func:`load_masks`'s npz layout (multipliers as ``LAYER``, affine maps
+    as ``LAYER.matrix`` + ``LAYER.bias``)."""
+    from speechinterp.encoders.base import AffineMap, is_affine
+    arrays = {}
+    for k, m in masks.items():
+        if is_affine(m):
+            m = m.as_dict() if isinstance(m, AffineMap) else m
+            arrays[f"{k}.matrix"] = np.asarray(m["matrix"], np.float32)
+            arrays[f"{k}.bias"] = np.asarray(m["bias"], np.float32)
+        else:
+            arrays[k] = np.asarray(m, np.float32)
+    np.savez(path, **arrays)
 
 
 def non_finite_rows(vectors, layer_names) -> dict[int, str]:

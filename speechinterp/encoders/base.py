@@ -9,14 +9,25 @@ A family subclasses :class:`Encoder` and implements three pure pieces:
 * ``init_params(rng) -> params``: fresh random weights for the architecture.
 * ``layer_names``: names of the probed layers, in order.
 
-``masks`` maps a layer name to a per-neuron multiplier [D] (1 keeps, 0 ablates), or to a pair
-``(keep, value)`` that replaces ablated neurons by ``value``; it is applied *inside* the forward
-pass (:func:`apply_layer_mask`), so later layers see the ablation. A name that is not one of
-``layer_names`` is an error (:meth:`Encoder.check_masks`), never silently ignored.
+``masks`` maps a layer name to a per-neuron multiplier [D] (1 keeps, 0 ablates), to a pair
+``(keep, value)`` that replaces ablated neurons by ``value``, or to an affine map of the layer's
+frame vectors (:class:`AffineMap`, or a dict ``{"matrix": [D, D], "bias": [D]}``): each frame
+``h`` [D] becomes ``h @ matrix + bias`` (row vectors; concept erasure, see
+:mod:`speechinterp.analysis.erasure`). Every kind is applied *inside* the forward pass
+(:func:`apply_layer_mask`), where the layer's output is produced and before the next layer reads
+it, so later layers see the ablation or erasure. Masks are traced arguments of the jitted
+forward pass: new values never recompile. A name that is not one of ``layer_names``, or a
+malformed affine map, is an error (:meth:`Encoder.check_masks`), never silently ignored; a
+width that disagrees with the layer's is an error naming the layer and its width.
+
+Mean pooling over frames is linear, so the pooled vector of an affinely masked layer is the
+affine map of the unmasked layer's pooled vector: an eraser fitted on a store's utterance
+vectors applies unchanged to the frames.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -27,11 +38,79 @@ import numpy as np
 Masks = Mapping[str, Any]
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["matrix", "bias"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class AffineMap:
+    """``x -> x @ matrix + bias`` on row vectors x [..., D]: matrix [D, D], bias [D].
+
+    A pytree, so it passes through ``jax.jit`` as a traced mask entry (a plain dict with the keys
+    ``matrix`` and ``bias`` works the same)."""
+
+    matrix: Any
+    bias: Any
+
+    def __call__(self, x):
+        return affine_apply(x, self.matrix, self.bias)
+
+    @property
+    def dim(self) -> int:
+        return int(np.shape(self.matrix)[0])
+
+    @classmethod
+    def identity(cls, dim: int) -> "AffineMap":
+        return cls(np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32))
+
+    def as_dict(self) -> dict:
+        return {"matrix": self.matrix, "bias": self.bias}
+
+
+def is_affine(m) -> bool:
+    """True for an :class:`AffineMap` or a dict mask entry (``{"matrix", "bias"}``)."""
+    return isinstance(m, (AffineMap, Mapping))
+
+
+def _affine_parts(m):
+    return (m.matrix, m.bias) if isinstance(m, AffineMap) else (m.get("matrix"), m.get("bias"))
+
+
+def affine_apply(x, matrix, bias):
+    """``x @ matrix + bias`` on the last axis, at full float32 precision on every backend."""
+    x = jnp.asarray(x)
+    return (jnp.dot(x, jnp.asarray(matrix, x.dtype), precision=jax.lax.Precision.HIGHEST)
+            + jnp.asarray(bias, x.dtype))
+
+
+def affine_problems(name: str, m, width: int | None = None) -> list[str]:
+    """What is wrong with the affine mask entry ``m`` of layer ``name`` (empty when nothing):
+    keys other than matrix / bias, a matrix that is not square, a bias of another length, and,
+    with ``width``, a size other than the layer's."""
+    out = []
+    if isinstance(m, Mapping) and set(m) != {"matrix", "bias"}:
+        return [f"the affine map for layer {name!r} has keys {sorted(map(str, m))}; it needs "
+                f"exactly 'matrix' [D, D] and 'bias' [D]"]
+    matrix, bias = _affine_parts(m)
+    ms, bs = tuple(np.shape(matrix)), tuple(np.shape(bias))
+    d = width if width is not None else (ms[0] if ms else None)
+    if ms != (d, d) or bs != (d,):
+        need = (f"the layer has {width} neurons, so it needs" if width is not None
+                else "it needs")
+        out.append(f"the affine map for layer {name!r} has matrix {list(ms)} and bias "
+                   f"{list(bs)}; {need} matrix [{d}, {d}] and bias [{d}]")
+    return out
+
+
 def apply_layer_mask(h: jax.Array, masks: Masks | None, name: str) -> jax.Array:
-    """Apply ``masks[name]`` (if any) to the last axis of ``h``."""
+    """Apply ``masks[name]`` (if any) to the last axis of ``h``: a per-neuron multiplier, a
+    ``(keep, value)`` pair, or an affine map ``h @ matrix + bias``."""
     if not masks or name not in masks:
         return h
     m = masks[name]
+    if is_affine(m):
+        problems = affine_problems(name, m, h.shape[-1])   # shapes are static under jit
+        if problems:
+            raise ValueError(problems[0])
+        return affine_apply(h, *_affine_parts(m))
     keep = m[0] if isinstance(m, (tuple, list)) else m
     if np.ndim(keep) and np.shape(keep)[-1] != h.shape[-1]:   # shapes are static under jit
         raise ValueError(f"the mask for layer {name!r} has {np.shape(keep)[-1]} entries; the "
@@ -102,15 +181,24 @@ class Encoder:
         return 400
 
     def check_masks(self, masks: Masks | None) -> None:
-        """Raise ValueError naming any mask whose name is not one of ``layer_names``."""
+        """Raise ValueError naming any mask whose name is not one of ``layer_names`` and any
+        malformed affine map (keys, non-square matrix, bias length), all in one message. A width
+        that disagrees with the layer's is found when the forward pass is traced
+        (:func:`apply_layer_mask`), with the layer's name and width."""
         if not masks:
             return
         names = list(self.layer_names)
+        problems = []
         unknown = [k for k in masks if k not in names]
         if unknown:
             kind = self.family or type(self).__name__
-            raise ValueError(f"masks for unknown layer(s) {unknown} of this {kind} encoder; "
-                             f"its layers are {names}")
+            problems.append(f"masks for unknown layer(s) {unknown} of this {kind} encoder; "
+                            f"its layers are {names}")
+        for k, m in masks.items():
+            if is_affine(m):
+                problems += affine_problems(k, m)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def _jitted(self):
         """The jitted ``apply``; masks are checked against ``layer_names`` first."""
