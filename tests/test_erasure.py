@@ -1,6 +1,7 @@
 """Concept erasure (LEACE, INLP, random control) on planted data, and affine-map masks inside a
 real encoder (GE2E, resemblyzer 0.1.4's pretrained weights)."""
 import importlib.util
+import json
 import os
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from speechinterp.analysis import erasure
 from speechinterp.encoders.base import AffineMap
-from speechinterp.probes.data import TEST, TRAIN
+from speechinterp.probes.data import DEV, TEST, TRAIN
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -118,3 +119,112 @@ def test_random_erasure_of_the_same_rank_keeps_the_property(data):
     r = erasure.random_erasure(X.shape[1], 1, seed=0, mean=X[tr].mean(0))
     c = erasure.erasure_check(X, a, split, r)
     assert abs(c["accuracy_after"] - c["accuracy_before"]) < 0.03 and not c["after_covers_majority"]
+
+
+# ----------------------------------------------------------------------------- inside encoders
+@pytest.fixture(scope="module")
+def ge2e():
+    """The real GE2E speaker encoder (resemblyzer 0.1.4's pretrained.pt, converted)."""
+    from speechinterp.convert.resemblyzer_ge2e import convert
+    spec = importlib.util.find_spec("resemblyzer")
+    assert spec is not None, "resemblyzer (installed by .ci/install) is required"
+    return convert(os.path.join(os.path.dirname(spec.origin), "pretrained.pt"))
+
+
+@pytest.fixture(scope="module")
+def speech():
+    from ge2e_speech import espeak_wave
+    return [espeak_wave("Please call Stella and ask her to bring these things.", "en-us"),
+            espeak_wave("The rainbow is a division of white light.", "en-us+f3")]
+
+
+def test_identity_affine_mask_changes_nothing(ge2e, speech):
+    base = ge2e.hidden_states(speech)
+    for layer in ("lstm2", "embedding"):
+        masked = ge2e.hidden_states(speech, masks={layer: AffineMap.identity(256)})
+        for a, b in zip(base, masked):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=0)
+
+
+def test_affine_mask_changes_its_layer_and_later_ones_only(ge2e, speech):
+    base = [np.asarray(h) for h in ge2e.hidden_states(speech)]
+    rng = np.random.default_rng(0)
+    amap = erasure.random_erasure(256, 8, seed=0, mean=rng.normal(0, 0.1, 256))
+    as_dict = {"matrix": amap.matrix, "bias": amap.bias}
+    for m in (amap, as_dict):
+        masked = [np.asarray(h) for h in ge2e.hidden_states(speech, masks={"lstm2": m})]
+        k = ge2e.layer_names.index("lstm2")
+        for j, (a, b) in enumerate(zip(base, masked)):
+            if j < k:
+                np.testing.assert_array_equal(a, b)
+            elif j == k:   # the layer's own output is the map of the unmasked one
+                np.testing.assert_allclose(b, a @ amap.matrix + amap.bias, atol=1e-5)
+            else:
+                assert np.abs(a - b).max() > 1e-4, ge2e.layer_names[j]
+    # pooled vectors of the masked layer are the map of the pooled unmasked ones (linearity)
+    pooled = ge2e.pooled(speech)[k]
+    pooled_m = ge2e.pooled(speech, masks={"lstm2": amap})[k]
+    np.testing.assert_allclose(np.asarray(pooled_m), erasure.apply_eraser(pooled, amap),
+                               atol=1e-5)
+
+
+def test_malformed_affine_masks_are_errors_naming_the_layer(ge2e, speech):
+    with pytest.raises(ValueError, match=r"'lstm1'.*256 neurons.*\[256, 256\]"):
+        ge2e.hidden_states(speech, masks={"lstm1": AffineMap.identity(128)})
+    with pytest.raises(ValueError, match=r"'lstm3'.*matrix \[256, 256\] and bias \[255\]"):
+        ge2e.check_masks({"lstm3": {"matrix": np.eye(256), "bias": np.zeros(255)}})
+    with pytest.raises(ValueError, match=r"'linear'.*keys \['matrix'\]"):
+        ge2e.check_masks({"linear": {"matrix": np.eye(256)}})
+
+
+def test_affine_masks_round_trip_through_npz(tmp_path, ge2e):
+    from speechinterp.extract import ExtractError, load_masks, save_masks
+    names, dims = ge2e.layer_names, [256] * 5
+    amap = erasure.random_erasure(256, 2, seed=0)
+    keep = np.ones(256, np.float32)
+    save_masks(str(tmp_path / "m.npz"), {"lstm2": amap, "lstm1": keep})
+    got = load_masks(str(tmp_path / "m.npz"), names, dims)
+    np.testing.assert_array_equal(got["lstm2"].matrix, amap.matrix)
+    np.testing.assert_array_equal(got["lstm1"], keep)
+    np.savez(tmp_path / "bad.npz", **{"lstm2.matrix": np.eye(3), "lstm3.bias": np.zeros(256),
+                                      "nope.matrix": np.eye(2), "nope.bias": np.zeros(2)})
+    with pytest.raises(ExtractError) as e:
+        load_masks(str(tmp_path / "bad.npz"), names, dims)
+    msg = str(e.value)
+    assert "['nope']" in msg and "lstm3.matrix" in msg and "lstm2.bias" in msg
+
+
+def test_amnesic_probing_on_a_real_encoder(ge2e):
+    """Erasing 'voice' at lstm1 of the real GE2E: the eraser works on the stored layer, every
+    later layer is re-extracted, and all three variants are probed with intervals."""
+    from types import SimpleNamespace
+    from ge2e_speech import espeak_wave
+    from speechinterp.analysis.amnesic import amnesic_probing
+    texts = ["One two three four.", "The cat sat on the mat.", "Where is the station?",
+             "It is raining today.", "Open the window please.", "A big red apple.",
+             "She sells sea shells.", "Good morning to you."]
+    voices = ["en-us", "en-us+f3"]
+    waves, voice = [], []
+    for t in texts:
+        for v, vo in enumerate(voices):
+            waves.append(espeak_wave(t, vo))
+            voice.append(v)
+    y = np.array(voice, np.int32)
+    split = np.repeat(np.array([TRAIN] * 4 + [DEV] * 2 + [TEST] * 2), 2)   # texts disjoint
+    length = (np.array([len(w) for w in waves]) > np.median([len(w) for w in waves]))
+    tasks = {"voice": SimpleNamespace(rows=np.arange(16), y=y, split=split, groups=None,
+                                      num_classes=2),
+             "long": SimpleNamespace(rows=np.arange(16), y=length.astype(np.int32),
+                                     split=split, groups=None, num_classes=2)}
+    out = amnesic_probing(ge2e, waves, tasks, "voice", "lstm1", batch_size=8)
+    assert out["layers"] == ge2e.layer_names and out["rank"] == 1
+    assert out["eraser_check"]["accuracy_before"] == 1.0
+    assert out["eraser_check"]["after_covers_majority"]
+    for task in tasks:
+        rows = out["tasks"][task]["layers"]
+        assert [r["name"] for r in rows] == ge2e.layer_names
+        for r in rows:
+            for v in ("original", "erased", "random"):
+                lo, hi = r[v]["accuracy_ci95"]
+                assert lo <= r[v]["accuracy"] <= hi
+    json.dumps(out)                                      # JSON-ready
