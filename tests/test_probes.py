@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from speechinterp import synthetic
 from speechinterp.probes import data as D
 from speechinterp.probes import elastic_net as EN
+from speechinterp.probes import engine as E
 from speechinterp.probes import protocol, ranking
 
 PLANTED = (3, 7, 11)
@@ -129,26 +130,6 @@ def test_top_beats_random_beats_bottom(run):
         assert mean["top"] > mean["random"] > mean["bottom"], (mode, mean)
 
 
-def test_vmapped_fits_equal_sequential_fits(planted):
-    td = D.prepare_task(planted, "prop", 0)
-    layers = D.load_layers(planted, td)
-    Xs, masks = D.stack_padded(layers)
-    cfg = EN.ProbeConfig(epochs=3, batch_size=64, learning_rate=1e-2)
-    w = jnp.asarray((td.split == D.TRAIN).astype(np.float32))
-    ntr = int((td.split == D.TRAIN).sum())
-    key = jax.random.PRNGKey(3)
-    P = protocol.fit_layers(jnp.asarray(Xs), jnp.asarray(td.y)[None], w, jnp.asarray(masks),
-                            jnp.asarray([1e-4]), jnp.asarray([1e-4]), key[None],
-                            num_classes=3, num_train=ntr, cfg=cfg)
-    fit = jax.jit(lambda X, m: EN.fit_probe(X, jnp.asarray(td.y), w, m, 1e-4, 1e-4, key,
-                                            num_classes=3, num_train=ntr, cfg=cfg))
-    for k, a in enumerate(layers):
-        single = fit(jnp.asarray(a), jnp.ones(a.shape[1]))
-        np.testing.assert_allclose(P["W"][0, k, 0, 0, :a.shape[1]], single["W"], atol=1e-5)
-        np.testing.assert_allclose(P["b"][0, k, 0, 0], single["b"], atol=1e-5)
-        assert np.all(np.asarray(P["W"][0, k, 0, 0, a.shape[1]:]) == 0)  # padding stays zero
-
-
 def test_accuracy_matches_sklearn_elastic_net(planted):
     td = D.prepare_task(planted, "prop", 0)
     layers = D.load_layers(planted, td)
@@ -168,25 +149,27 @@ def test_accuracy_matches_sklearn_elastic_net(planted):
 
 
 def _one_interval(d, lambdas):
-    """Bands for probes on all d columns, one per (l1, l2)."""
+    """Probes on all d columns, one per (l1, l2)."""
     G = len(lambdas)
-    return EN.interval_bands(np.zeros(G), np.full(G, d), np.zeros(G),
-                             [a for a, _ in lambdas], [b for _, b in lambdas])
+    return E.ProbeSpecs(np.zeros(G), np.full(G, d), np.zeros(G), [a for a, _ in lambdas],
+                        [b for _, b in lambdas])
 
 
-def _fit_default_grid(X, y, split):
-    """The ``default`` setting through the band engine: the lambda grid in one call, the
-    lambda chosen on dev; returns the test accuracy."""
-    cfg = EN.DEFAULT
-    tr = split == 0
-    bands = _one_interval(X.shape[1], cfg.lambdas)
-    P = jax.jit(lambda: EN.fit_bands(jnp.asarray(X), jnp.asarray(y)[None],
-                                     jnp.asarray(tr.astype(np.float32)), bands,
-                                     jax.random.PRNGKey(0), num_classes=int(y.max()) + 1,
-                                     num_train=int(tr.sum()), cfg=cfg))()
-    pred = np.asarray(EN.predict_bands(jnp.asarray(X), bands, P))   # [G, N]
-    g = int(np.argmax([np.mean(p[split == 1] == y[split == 1]) for p in pred]))
-    return float(np.mean(pred[g][split == 2] == y[split == 2]))
+def _train_first(X, y, split):
+    """Rows reordered training rows first (the engine's order): X, y, split, num_train."""
+    order = np.argsort(split != 0, kind="stable")
+    return X[order], y[order], split[order], int(np.sum(split == 0))
+
+
+def _fit_default_grid(X, y, split, cfg=EN.DEFAULT):
+    """A setting through the engine: its lambda grid in one call, the lambda chosen on dev;
+    returns the test accuracy."""
+    X, y, split, ntr = _train_first(X, y, split)
+    pred = E.fit(X, y[None], _one_interval(X.shape[1], cfg.lambdas), num_train=ntr,
+                 num_classes=int(y.max()) + 1, cfg=cfg).predictions[0]     # [G, N_eval]
+    ys, se = y[ntr:], split[ntr:]
+    g = int(np.argmax([np.mean(p[se == 1] == ys[se == 1]) for p in pred]))
+    return float(np.mean(pred[g][se == 2] == ys[se == 2]))
 
 
 def test_default_setting_converges_to_sklearn_accuracy():
@@ -204,51 +187,51 @@ def test_default_setting_converges_to_sklearn_accuracy():
     assert theirs > 0.9, theirs                    # the problem is (nearly) separable
     assert ours >= theirs - 0.03, (ours, theirs)
     # the NeuroX setting's 10 epochs at lr 1e-3 stop short of that (0.91 vs 0.99 here)
-    bands = _one_interval(40, ((1e-5, 1e-5),))
-    tr = split == 0
-    P = EN.fit_bands(jnp.asarray(X), jnp.asarray(y)[None], jnp.asarray(tr.astype(np.float32)),
-                     bands, jax.random.PRNGKey(0), num_classes=C, num_train=int(tr.sum()),
-                     cfg=EN.NEUROX)
-    neurox = np.mean(np.asarray(EN.predict_bands(jnp.asarray(X), bands, P))[0][split == 2]
-                     == y[split == 2])
+    neurox = _fit_default_grid(X, y, split, EN.NEUROX)
     assert neurox < ours - 0.03, (neurox, ours)
 
 
 def _toy_problem(n, d, classes, tasks):
-    """Random X [n, d], labels Y [tasks, n], ~70% training rows w, and their count."""
+    """Random X [n, d], labels Y [tasks, n], the first ~70% of rows for training, their
+    count."""
     rng = np.random.default_rng(0)
-    X = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
-    Y = jnp.asarray(rng.integers(0, classes, (tasks, n)).astype(np.int32))
-    w = jnp.asarray((rng.random(n) < 0.7).astype(np.float32))
-    return X, Y, w, int(w.sum())
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = rng.integers(0, classes, (tasks, n)).astype(np.int32)
+    return X, Y, int(0.7 * n)
 
 
-def _check_bands_equal_fit_probe(lo, hi, lab, l1, band_cost):
-    N, C = 300, 3
-    X, Y, w, ntr = _toy_problem(N, 20, C, 2)
-    cfg = EN.ProbeConfig(epochs=3, batch_size=32, learning_rate=1e-2)
-    key = jax.random.PRNGKey(1)
-    bands = EN.interval_bands(lo, hi, lab, l1, l1, band_cost=band_cost)
-    assert np.array_equal(EN.probe_fan_in(bands), hi - lo)
-    P0 = EN.init_bands(bands, C, init="uniform", rng=np.random.default_rng(0))
-    P = jax.jit(lambda: EN.fit_bands(X, Y, w, bands, key, num_classes=C, num_train=ntr,
-                                     cfg=cfg, params0=P0))()
+def _check_engine_equals_fit_probe(specs, band_cost, cfg=None, devices=None):
+    """The engine trains every probe of ``specs`` exactly as fit_probe does one at a time,
+    from the same initial weights and batch plan."""
+    N, C, K = 300, 3, 20
+    X, Y, ntr = _toy_problem(N, K, C, 2)
+    cfg = cfg or dataclasses.replace(EN.NEUROX_EXACT, epochs=3, learning_rate=1e-2)
+    trained = E.fit(X, Y, specs, num_train=ntr, num_classes=C, cfg=cfg, seed=1,
+                    devices=devices, band_cost=band_cost)
+    w = jnp.asarray((np.arange(N) < ntr).astype(np.float32))
+    key = E.seed_keys(1, 1)[0]
     fit = jax.jit(lambda Xs, y, l1, l2, p0: EN.fit_probe(
         Xs, y, w, jnp.ones(Xs.shape[1]), l1, l2, key, num_classes=C, num_train=ntr, cfg=cfg,
         init_params=p0))
-    for p in range(len(lo)):
-        W0 = EN.probe_weights(P0, bands, p, 20)
-        assert np.all(W0[:lo[p]] == 0) and np.all(W0[hi[p]:] == 0)
-        assert np.all(np.abs(W0[lo[p]:hi[p]]) <= 1 / np.sqrt(hi[p] - lo[p]))
-        ref = fit(X[:, lo[p]:hi[p]], Y[lab[p]], l1[p], l1[p],
-                  {"W": jnp.asarray(W0[lo[p]:hi[p]]), "b": jnp.asarray(P0["b"][p])})
-        Wp = EN.probe_weights(P, bands, p, 20)
-        np.testing.assert_allclose(Wp[lo[p]:hi[p]], ref["W"], atol=2e-6)
-        assert np.all(Wp[:lo[p]] == 0) and np.all(Wp[hi[p]:] == 0)   # masked weights stay 0
-        np.testing.assert_allclose(P["b"][p], ref["b"], atol=2e-6)
-    classes = np.asarray(EN.predict_bands(X, bands, P))
-    assert classes.shape == (len(lo), N)
-    return bands
+    lo, hi = specs.lo, specs.hi
+    for g in trained.job.groups:
+        assert np.array_equal(EN.probe_fan_in(g.bands), hi[g.probes] - lo[g.probes])
+        P0 = jax.tree.map(lambda a: a[0], E.initial_params(g.bands, specs, g.probes, C, cfg,
+                                                           1, 1))
+        for q, p in enumerate(g.probes):
+            W0 = EN.probe_weights(P0, g.bands, q, K)
+            assert np.all(W0[:lo[p]] == 0) and np.all(W0[hi[p]:] == 0)
+            assert np.all(np.abs(W0[lo[p]:hi[p]]) <= 1 / np.sqrt(hi[p] - lo[p]))
+            ref = fit(X[:, lo[p]:hi[p]], Y[specs.label[p]], specs.l1[p], specs.l2[p],
+                      {"W": jnp.asarray(W0[lo[p]:hi[p]]), "b": jnp.asarray(P0["b"][q])})
+            Wp, bp = trained.weights(p)
+            np.testing.assert_allclose(Wp[lo[p]:hi[p]], ref["W"], atol=2e-6)
+            assert np.all(Wp[:lo[p]] == 0) and np.all(Wp[hi[p]:] == 0)   # masked stay 0
+            np.testing.assert_allclose(bp, ref["b"], atol=2e-6)
+            pred = np.asarray(EN.predict(ref, jnp.asarray(X[ntr:, lo[p]:hi[p]])))
+            assert np.mean(trained.predictions[0, p] == pred) > 0.99
+    assert trained.predictions.shape == (1, len(specs), N - ntr)
+    return trained
 
 
 def test_band_engine_equals_one_probe_at_a_time():
@@ -256,23 +239,27 @@ def test_band_engine_equals_one_probe_at_a_time():
     # nested prefixes and suffixes (bands shared across probes, padded heads): one call ==
     # fit_probe one probe at a time, from the same initial weights
     lam = np.array([1e-3, 1e-2], np.float32)
-    lo, hi, lab, l1, _ = protocol.layer_probes([8, 6, 6], lam, lam)
-    bands = _check_bands_equal_fit_probe(
-        np.r_[lo, 4, 4, 4, 17, 10], np.r_[hi, 7, 11, 16, 20, 20], np.r_[lab, 0, 0, 0, 1, 1],
-        np.r_[l1, [1e-3] * 5], band_cost=1.0)
+    s = protocol.layer_probes([8, 6, 6], lam, lam)
+    s = E.ProbeSpecs.concat(s, E.ProbeSpecs([4, 4, 4, 17, 10], [7, 11, 16, 20, 20],
+                                            [0, 0, 0, 1, 1], [1e-3] * 5, [1e-3] * 5))
+    bands = _check_engine_equals_fit_probe(s, band_cost=1.0).job.groups[0].bands
     assert len(bands.layout) > 3 and any(m is not None for m in bands.masks)
     # equal-width layers: one stacked band (the oracle summed over the stack)
-    lo, hi, lab, l1, _ = protocol.layer_probes([5, 5, 5, 5], lam, lam)
-    bands = _check_bands_equal_fit_probe(lo, hi, lab, l1, band_cost=1.0)
+    bands = _check_engine_equals_fit_probe(protocol.layer_probes([5, 5, 5, 5], lam, lam),
+                                           band_cost=1.0).job.groups[0].bands
     assert [S for _, _, S, _ in bands.layout] == [4]
+
+
+def _bands(specs):
+    return EN.interval_bands(specs.lo, specs.hi, specs.label, specs.l1, specs.l2)
 
 
 def test_interval_bands_pad_little_and_share_columns():
     ntot = 9984
     sizes = ranking.minimal_subset_sizes(ntot)
     pcts = [max(1, int(round(p / 100 * ntot))) for p in protocol.ABLATION_PCTS]
-    (lo, hi, *_), bottom, rand = protocol.subset_probes(np.union1d(sizes, pcts), pcts, ntot,
-                                                        1e-5, 1e-5)
+    lay = protocol.subset_probes(np.union1d(sizes, pcts), pcts, ntot)
+    lo, hi, bottom, rand = lay.specs.lo, lay.specs.hi, lay.bottom_ids[0], lay.random_ids
     assert np.array_equal(hi[bottom] - lo[bottom], pcts) and np.all(hi[bottom] == ntot)
     assert np.array_equal(hi[rand] - lo[rand], pcts) and np.all(lo[rand] == ntot)
     bands = EN.interval_bands(lo, hi, np.zeros(len(lo)), lo * 0, lo * 0)
@@ -283,9 +270,9 @@ def test_interval_bands_pad_little_and_share_columns():
     assert all(len(runs) == 1 for _, _, _, runs in bands.layout)
     # layers: one band per layer, shared by its probes and the oracle; equal-width layers are
     # one stacked band (layer k's probes 2k, 2k+1; the oracle, probe 6, sums over the stack)
-    lb = EN.interval_bands(*protocol.layer_probes([768] * 3, np.ones(1), np.ones(1)))
+    lb = _bands(protocol.layer_probes([768] * 3, np.ones(1), np.ones(1)))
     assert lb.layout == ((0, 768, 3, ((0, 2, 0, 2), (2, 3, 6, 0))),) and lb.masks == (None,)
-    lb = EN.interval_bands(*protocol.layer_probes([768, 1024, 1024], np.ones(1), np.ones(1)))
+    lb = _bands(protocol.layer_probes([768, 1024, 1024], np.ones(1), np.ones(1)))
     assert [(s, w, S) for s, w, S, _ in lb.layout] == [(0, 768, 1), (768, 1024, 2)]
 
 
@@ -304,14 +291,22 @@ def test_seeds_give_error_bars(planted):
         assert row["accuracy_seed_sd"] == sp["accuracy_std"]
 
 
-def test_streaming_layerwise_agrees_with_in_memory(planted):
-    # batches in row order and zero init: both paths make the same updates (up to the
-    # streamed standardisation statistics)
-    cfg = dataclasses.replace(EN.NEUROX, shuffle=False)
-    rows = protocol.layerwise_streaming(planted, "prop", cfg)
-    res, _ = protocol.run_probing(planted, "prop", cfg, per_neuron=False)
-    for a, b in zip(rows, res["layers"]):
+def test_streamed_protocol_agrees_with_in_memory(planted):
+    # a memory budget below the store's size streams every stage from the memory maps; the
+    # same batch plans and zero init make the same updates (up to the streamed
+    # standardisation statistics, summed in float64)
+    cfg = dataclasses.replace(EN.NEUROX, epochs=4)
+    mem, det_m = protocol.run_probing(planted, "prop", cfg, per_neuron=False)
+    st, det_s = protocol.run_probing(planted, "prop", cfg, per_neuron=False,
+                                     memory_budget_gb=1e-4)
+    assert det_s["streamed"] and not det_m["streamed"]
+    for a, b in zip(st["layers"] + [st["oracle"]], mem["layers"] + [mem["oracle"]]):
         assert abs(a["accuracy"] - b["accuracy"]) < 0.02, (a, b)
+    assert {n for _, n in st["ranking"][:3]} == set(PLANTED)
+    assert abs(st["minimal_subset"]["accuracy"] - mem["minimal_subset"]["accuracy"]) < 0.05
+    for how in protocol.SELECTIONS:
+        for pct, acc in mem["ablation"]["zero_out"][how].items():
+            assert abs(st["ablation"]["zero_out"][how][pct] - acc) < 0.05
 
 
 def test_neurox_setting_starts_like_torch_linear_and_keeps_row_order():
@@ -326,22 +321,16 @@ def test_neurox_setting_starts_like_torch_linear_and_keeps_row_order():
     cfg = EN.NEUROX_EXACT
     idx, valid, nb = EN.batch_plan(jax.random.PRNGKey(0), w, num_train=5, cfg=cfg)
     assert nb == 1 and np.asarray(idx)[:, :5].tolist() == [[1, 2, 4, 5, 6]] * cfg.epochs
-    # random init in the band engine: each probe gets fit_probe's updates from its own start
-    N, C = 200, 3
-    X, Y, w, ntr = _toy_problem(N, 12, C, 1)
+    # random init in the engine: each probe gets fit_probe's updates from its own start
     cfg = dataclasses.replace(EN.NEUROX_EXACT, epochs=2, learning_rate=1e-2)
-    bands = EN.interval_bands([0, 0], [4, 12], [0, 0], [1e-3] * 2, [1e-3] * 2)
-    key = jax.random.PRNGKey(2)
-    P0 = EN.init_bands(bands, C, init="uniform", rng=np.random.default_rng(3))
-    P = EN.fit_bands(X, Y, w, bands, key, num_classes=C, num_train=ntr, cfg=cfg, params0=P0)
+    trained = _check_engine_equals_fit_probe(
+        E.ProbeSpecs([0, 0], [4, 12], [0, 0], [1e-3] * 2, [1e-3] * 2), 3000.0, cfg)
+    P0 = E.initial_params(trained.job.groups[0].bands, trained.job.specs, np.arange(2), 3, cfg,
+                          1, 1)
     for h, d in enumerate((4, 12)):
-        W0 = EN.probe_weights(P0, bands, h, 12)
+        W0 = EN.probe_weights(jax.tree.map(lambda a: a[0], P0), trained.job.groups[0].bands, h,
+                              20)
         assert np.all(W0[d:] == 0) and np.abs(W0[:d]).max() > 0.5 / np.sqrt(d)
-        p = EN.fit_probe(X[:, :d], Y[0], w, jnp.ones(d), 1e-3, 1e-3, key, num_classes=C,
-                         num_train=ntr, cfg=cfg,
-                         init_params={"W": jnp.asarray(W0[:d]), "b": jnp.asarray(P0["b"][h])})
-        np.testing.assert_allclose(EN.probe_weights(P, bands, h, 12)[:d], p["W"], atol=1e-6)
-        np.testing.assert_allclose(P["b"][h], p["b"], atol=1e-6)
 
 
 def test_weight_mass_ordering_follows_neurox():
@@ -379,32 +368,45 @@ def test_control_labels_are_fixed_per_speaker(planted):
 
 
 SHARDED = r'''
-import sys, jax, numpy as np, jax.numpy as jnp
-jax.config.update("jax_num_cpu_devices", 2)
-from speechinterp.probes import protocol, elastic_net as EN
-rng = np.random.default_rng(0)
-X = rng.normal(size=(300, 12)).astype(np.float32); y = rng.integers(0, 3, 300)
-masks = (rng.random((5, 12)) > 0.4).astype(np.float32)
-cfg = EN.ProbeConfig(epochs=2, batch_size=50)
-P = protocol.fit_grid(jnp.asarray(X), jnp.asarray(y)[None], jnp.ones(300), jnp.asarray(masks),
-                      jnp.asarray([1e-4]), jnp.asarray([1e-4]), jax.random.PRNGKey(0)[None],
-                      num_classes=3, num_train=300, cfg=cfg)
-assert len(jax.devices()) == 2
-np.save(sys.argv[1], np.asarray(P["W"]))
+import sys, jax, numpy as np
+sys.path.insert(0, sys.argv[2])
+from speechinterp import synthetic
+from speechinterp.probes import engine as E, protocol, elastic_net as EN
+import test_probes as T
+devs = jax.devices()
+assert len(devs) == 4, devs
+store = synthetic.planted_store(sys.argv[1], num_utterances=600, num_speakers=30,
+                                dims=(24, 48, 40), signal_layer=1, signal_neurons=T.PLANTED,
+                                strength=4.0)
+cfg = EN.NEUROX_EXACT
+four, det4 = protocol.run_probing(store, "prop", cfg, per_neuron=False)
+one, det1 = protocol.run_probing(store, "prop", cfg, per_neuron=False, devices=devs[:1])
+assert len(det4["devices"]) == 4 and len(det1["devices"]) == 1, (det4["devices"], det1["devices"])
+n_test = four["split_sizes"]["test"]
+for a, b in zip(four["layers"] + [four["oracle"], four["minimal_subset"]],
+                one["layers"] + [one["oracle"], one["minimal_subset"]]):
+    assert abs(a["accuracy"] - b["accuracy"]) <= 1.0 / n_test + 1e-9, (a, b)
+assert four["ranking"][:5] == one["ranking"][:5]
+for mode in ("retrain", "zero_out"):
+    for how in protocol.SELECTIONS:
+        for pct, acc in one["ablation"][mode][how].items():
+            assert abs(four["ablation"][mode][how][pct] - acc) <= 2.0 / n_test + 1e-9
+# the engine's probes: each group's parameters on its own device, every probe exactly as
+# fit_probe trains it alone
+trained = T._check_engine_equals_fit_probe(
+    protocol.layer_probes([8, 6, 6], np.array([1e-3, 1e-2]), np.array([1e-3, 1e-2])), 1.0,
+    devices=devs)
+held = {d for P in trained.params for leaf in jax.tree.leaves(P) for d in leaf.devices()}
+assert held == set(devs), held
+print("OK")
 '''
 
 
-def test_probe_axis_sharded_over_two_devices_matches_one(tmp_path):
+def test_probes_spread_over_four_devices_match_one(tmp_path):
+    import os
     import subprocess
     import sys
-    out = str(tmp_path / "w.npy")
-    r = subprocess.run([sys.executable, "-c", SHARDED, out], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(300, 12)).astype(np.float32)
-    y = rng.integers(0, 3, 300)
-    masks = (rng.random((5, 12)) > 0.4).astype(np.float32)
-    P = protocol.fit_grid(jnp.asarray(X), jnp.asarray(y)[None], jnp.ones(300), jnp.asarray(masks),
-                          jnp.asarray([1e-4]), jnp.asarray([1e-4]), jax.random.PRNGKey(0)[None],
-                          num_classes=3, num_train=300, cfg=EN.ProbeConfig(epochs=2, batch_size=50))
-    np.testing.assert_allclose(np.load(out), np.asarray(P["W"]), atol=1e-5)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    r = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "s"),
+                        os.path.dirname(__file__)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -14,17 +14,16 @@ widest one, neuron subsets). It is a pure function, so ``jax.vmap`` over any arg
 many probes in one call: layers (X, mask), subsets (mask), control tasks (y), seeds (key),
 and the regularisation grid (l1, l2).
 
-:func:`fit_bands` trains many probes at once with the same updates: probes on column sets of
-one X (layers, the oracle on all layers, nested subsets) are cut into :class:`Bands`, column
-ranges shared by the probes that read them, so one row gather per step serves every probe and
-each band is one matrix product for all of its probes.
+:func:`fit_bands_planned` trains many probes at once with the same updates: probes on column
+sets of one X (layers, the oracle on all layers, nested subsets) are cut into :class:`Bands`,
+column ranges shared by the probes that read them, so one row gather per step serves every probe
+and each band is one matrix product for all of its probes. :mod:`~.engine` drives it (batch
+plans, devices, streaming) and is the one place that trains.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,7 +127,7 @@ def elastic_net_loss(params, X, y, w, feature_mask, l1, l2, squared_l2: bool = F
     return ce + elastic_net_penalty(W, l1, l2, squared_l2)
 
 
-def _optimizer(cfg: ProbeConfig, steps_per_epoch: int):
+def optimizer(cfg: ProbeConfig, steps_per_epoch: int):
     if cfg.lr_schedule == "cosine":
         lr = optax.cosine_decay_schedule(cfg.learning_rate, cfg.epochs * steps_per_epoch, 0.02)
     elif cfg.lr_schedule == "constant":
@@ -153,11 +152,17 @@ def _batch_plan(key, w: jax.Array, num_batches: int, batch_size: int, shuffle: b
     return idx.reshape(num_batches, batch_size), valid.reshape(num_batches, batch_size)
 
 
+def batch_shape(num_train: int, cfg: ProbeConfig) -> tuple[int, int]:
+    """(batch size, steps per epoch) for ``num_train`` training rows: the one place this is
+    computed (``batch_size`` 0 means full-batch)."""
+    bs = min(cfg.batch_size, num_train) if cfg.batch_size else num_train
+    return bs, max(1, math.ceil(num_train / bs))
+
+
 def _plan(key, w, num_train: int, cfg: ProbeConfig):
     """Every epoch's shuffled batch plan up front: (idx, valid) [epochs * batches, batch],
     and the number of batches per epoch (``num_train`` rows with w > 0, static)."""
-    bs = min(cfg.batch_size, num_train) if cfg.batch_size else num_train
-    nb = max(1, math.ceil(num_train / bs))
+    bs, nb = batch_shape(num_train, cfg)
     idx, valid = jax.vmap(lambda k: _batch_plan(k, w, nb, bs, cfg.shuffle))(
         jax.random.split(key, cfg.epochs))
     return idx.reshape(-1, bs), valid.reshape(-1, bs), nb
@@ -169,10 +174,10 @@ def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train
 
     ``num_train`` (the number of rows with w > 0) fixes the number of batches per epoch.
     ``init_params`` replaces the initial probe ``cfg.init`` draws. This is the single-probe
-    reference; :func:`fit_blocks` trains many at once with the same updates.
+    reference; :func:`~.engine.train` trains many at once with the same updates.
     """
     idx, valid, nb = _plan(key, w, num_train, cfg)
-    opt = _optimizer(cfg, nb)
+    opt = optimizer(cfg, nb)
     params = init_params if init_params is not None else init_probe(
         X.shape[1], num_classes, X.dtype, init=cfg.init, key=init_key(key),
         feature_mask=feature_mask)
@@ -192,7 +197,7 @@ def fit_probe(X, y, w, feature_mask, l1, l2, key, *, num_classes: int, num_train
 # ----------------------------------------------------------------------------- probe bands
 @dataclasses.dataclass(frozen=True)
 class Bands:
-    """P probes on columns of one X [N, K], trained together (see :func:`fit_bands`).
+    """P probes on columns of one X [N, K], trained together (see :func:`fit_bands_planned`).
 
     Probe p reads a set of columns of X; band b is a rectangle, the columns
     ``[start_b, start_b + width_b)`` times a set of heads, and head h of band b holds probe
@@ -399,49 +404,41 @@ def probe_weights(params, bands: Bands, probe: int, num_features: int) -> np.nda
     return out
 
 
-def fit_bands(X, Y, w, bands: Bands, key, *, num_classes: int, num_train: int,
-              cfg: ProbeConfig = DEFAULT, params0: dict | None = None) -> dict:
-    """Train every probe of ``bands`` in one scan; pure and jittable.
-
-    X [N, K], Y [T, N] int labels, w [N] row weights. All probes see the same mini-batches
-    (one row gather per step), and each one gets exactly :func:`fit_probe`'s updates with the
-    same key and initial weights: the loss is a sum of independent per-probe losses.
-    ``params0`` defaults to zeros (see :func:`init_bands` for torch's init).
-    """
-    idx, valid, nb = _plan(key, w, num_train, cfg)
-    if params0 is None:
-        params0 = jax.tree.map(jnp.asarray, init_bands(bands, num_classes, X.dtype))
-    return fit_bands_planned(X, Y, w, bands, idx, valid, params0, num_classes=num_classes,
-                             steps_per_epoch=nb, cfg=cfg)
-
-
 def batch_plan(key, w, *, num_train: int, cfg: ProbeConfig = DEFAULT):
-    """The shuffled mini-batches :func:`fit_probe` and :func:`fit_bands` use with this key:
+    """The shuffled mini-batches :func:`fit_probe` and the engine use with this key:
     (idx, valid) [epochs * steps_per_epoch, batch] and steps_per_epoch."""
     return _plan(key, w, num_train, cfg)
 
 
 def fit_bands_planned(X, Y, w, bands: Bands, idx, valid, params0, *, num_classes: int,
                       steps_per_epoch: int, cfg: ProbeConfig = DEFAULT) -> dict:
-    """:func:`fit_bands` on a given batch plan (from :func:`batch_plan`) and initial
-    parameters ``params0`` (from :func:`init_bands`)."""
+    """Train every probe of ``bands`` in one scan over the batch plan ``idx``, ``valid``
+    [steps, batch] (from :func:`batch_plan`) from ``params0`` (:func:`init_bands`); pure and
+    jittable. X [N, K], Y [T, N] int labels, w [N] row weights. All probes see the same
+    mini-batches (one row gather per step), and each one gets exactly :func:`fit_probe`'s
+    updates with the same key and initial weights: the loss is a sum of independent per-probe
+    losses."""
     del num_classes   # the shapes of params0 carry it
-    opt = _optimizer(cfg, steps_per_epoch)
-    # masked weights start at 0 and get no gradient (the penalties' gradients vanish at 0),
-    # so they stay 0 and the forward pass needs no mask
-    gmask = tuple(None if m is None else m[:, :, None, :] for m in bands.masks)
+    opt = optimizer(cfg, steps_per_epoch)
 
     def step(carry, inputs):
-        params, state = carry
         i, v = inputs
-        g = jax.grad(_bands_loss)(params, bands, X[i], Y[:, i], w[i] * v, cfg.squared_l2)
-        g = {"W": tuple(gw if m is None else gw * m for gw, m in zip(g["W"], gmask)),
-             "b": g["b"]}
-        updates, state = opt.update(g, state, params)
-        return (optax.apply_updates(params, updates), state), None
+        return bands_update(*carry, bands, X[i], Y[:, i], w[i] * v, opt, cfg.squared_l2), None
 
     (params, _), _ = jax.lax.scan(step, (params0, opt.init(params0)), (idx, valid))
     return params
+
+
+def bands_update(params, state, bands: Bands, Xb, Yb, wb, opt, squared_l2: bool):
+    """One optimiser step of every probe of ``bands`` on the mini-batch Xb [B, K], Yb [T, B],
+    row weights wb [B] -> (params, state)."""
+    g = jax.grad(_bands_loss)(params, bands, Xb, Yb, wb, squared_l2)
+    # masked weights start at 0 and get no gradient (the penalties' gradients vanish at 0),
+    # so they stay 0 and the forward pass needs no mask
+    g = {"W": tuple(gw if m is None else gw * m[:, :, None, :]
+                    for gw, m in zip(g["W"], bands.masks)), "b": g["b"]}
+    updates, state = opt.update(g, state, params)
+    return optax.apply_updates(params, updates), state
 
 
 def predict_bands(X, bands: Bands, params) -> jax.Array:
@@ -449,48 +446,5 @@ def predict_bands(X, bands: Bands, params) -> jax.Array:
     return jnp.argmax(band_logits(params, X, bands), axis=1)
 
 
-def fit_probe_streaming(batches: "callable", num_features: int, num_classes: int,
-                        feature_mask, l1, l2, steps_per_epoch: int, cfg: ProbeConfig = DEFAULT,
-                        vmap_axes: int = 0, key=None):
-    """Train probes when X does not fit in memory.
-
-    ``batches(epoch)`` yields ``(Xb, yb, wb)`` host arrays read from the memory-mapped store; a
-    jitted Adam step (the same loss as :func:`fit_probe`) runs per batch. With ``vmap_axes=1``
-    ``Xb`` is [L, B, D] and ``feature_mask`` [L, D]: every layer is updated in one call.
-    """
-    opt = _optimizer(cfg, steps_per_epoch)
-
-    def step(params, state, Xb, yb, wb, mask):
-        g = jax.grad(elastic_net_loss)(params, Xb, yb, wb, mask, l1, l2, cfg.squared_l2)
-        updates, state = opt.update(g, state, params)
-        return optax.apply_updates(params, updates), state
-
-    def init(mask, k):
-        return init_probe(num_features, num_classes, init=cfg.init, key=k, feature_mask=mask)
-
-    if vmap_axes:
-        step = jax.vmap(step, in_axes=(0, 0, 0, None, None, 0))
-        init = jax.vmap(init)
-    step = jax.jit(step)
-    key = jax.random.PRNGKey(0) if key is None else key
-    mask = jnp.asarray(feature_mask)
-    params = init(mask, jax.random.split(key, mask.shape[0]) if vmap_axes else key)
-    state = jax.vmap(opt.init)(params) if vmap_axes else opt.init(params)
-    for e in range(cfg.epochs):
-        for Xb, yb, wb in batches(e):
-            params, state = step(params, state, jnp.asarray(Xb), jnp.asarray(yb),
-                                 jnp.asarray(wb, jnp.float32), jnp.asarray(feature_mask))
-    return params
-
-
 def predict(params, X, feature_mask=None) -> jax.Array:
     return jnp.argmax(probe_logits(params, X, feature_mask), axis=-1)
-
-
-def iterate_minibatches(n_rows: int, batch_size: int, seed: int,
-                        shuffle: bool = True) -> Iterator[np.ndarray]:
-    """Row-index batches, shuffled or in row order (host side, for streaming from memory
-    maps)."""
-    order = np.random.default_rng(seed).permutation(n_rows) if shuffle else np.arange(n_rows)
-    for s in range(0, n_rows, batch_size):
-        yield np.sort(order[s:s + batch_size])

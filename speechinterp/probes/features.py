@@ -1,0 +1,208 @@
+"""A task's inputs for the probe engine: standardised features, in memory or streamed.
+
+:class:`Features` is X [N, K]: every layer of a store standardised with the train rows'
+statistics, side by side, rows in the engine's order (the training rows first, then the rows
+the probes are evaluated on). :class:`InMemory` holds it as one page-aligned array;
+:class:`Streamed` reads rows from the store's memory maps on demand, so host memory is bounded
+by the batches read, not by the store (docs/design.md, "stores larger than memory").
+:class:`TaskArrays` is everything the protocol's stages need about one task.
+"""
+from __future__ import annotations
+
+import dataclasses
+import mmap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from speechinterp.probes import data as D
+from speechinterp.store import Store
+
+
+def release_pages(arr) -> None:
+    """Drop the resident pages of a memory-mapped array from this process (they stay in the
+    page cache): reading a store through its maps must not grow the RSS by the store's size."""
+    base = arr
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def take_columns(X: np.ndarray, idx: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Columns ``idx`` of X into a page-aligned array (:func:`~.data.aligned_empty`), rows
+    split over ``threads`` threads (numpy releases the GIL while it copies)."""
+    out = D.aligned_empty((X.shape[0], len(idx)), X.dtype)
+    if threads < 2 or X.shape[0] < 2 * threads:
+        return np.take(X, idx, axis=1, out=out, mode="clip")
+    parts = np.array_split(np.arange(X.shape[0]), threads)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda r: np.take(X[r[0]:r[-1] + 1], idx, axis=1,
+                                        out=out[r[0]:r[-1] + 1], mode="clip"), parts))
+    return out
+
+
+class Features:
+    """X [N, K], rows in the engine's order. ``rows(r)`` reads rows as float32 [len(r), K];
+    ``columns(c)`` is X[:, c] (ranking order, random subsets)."""
+
+    shape: tuple[int, int]
+    in_memory: bool
+
+    def rows(self, r: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def columns(self, c: np.ndarray) -> "Features":
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.shape[0]) * int(self.shape[1]) * 4
+
+
+@dataclasses.dataclass
+class InMemory(Features):
+    """X held in one page-aligned float32 array (``jax.device_put`` shares it on CPU)."""
+
+    array: np.ndarray
+    in_memory = True
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    def rows(self, r):
+        return self.array[r]
+
+    def columns(self, c):
+        return InMemory(take_columns(self.array, np.asarray(c)))
+
+
+@dataclasses.dataclass
+class Streamed(Features):
+    """X read from the store's memory maps, ``store_rows[i]`` being the store row of row i;
+    each layer standardised with ``stats`` (per layer mean, std of the train rows), the
+    columns ``cols`` of the concatenated layers (all when None)."""
+
+    store: Store
+    store_rows: np.ndarray
+    stats: list
+    cols: np.ndarray | None = None
+    in_memory = False
+
+    @property
+    def shape(self):
+        k = sum(self.store.dims) if self.cols is None else len(self.cols)
+        return (len(self.store_rows), k)
+
+    def rows(self, r):
+        r = np.asarray(r)
+        src = self.store_rows[r]
+        order = np.argsort(src, kind="stable")   # read in file order: fewer page faults
+        out = np.empty((len(r), sum(self.store.dims)), np.float32)
+        o = 0
+        for k, (mu, sd) in enumerate(self.stats):
+            arr = self.store.layer(k)
+            d = arr.shape[1]
+            block = np.asarray(arr[src[order]], np.float32)
+            release_pages(arr)
+            out[order, o:o + d] = (block - mu) / sd
+            o += d
+        return out if self.cols is None else np.take(out, self.cols, axis=1)
+
+    def columns(self, c):
+        c = np.asarray(c)
+        return dataclasses.replace(self, cols=c if self.cols is None else self.cols[c])
+
+
+def streamed_stats(store: Store, rows: np.ndarray, chunk_bytes: int = 64 << 20) -> list:
+    """Per-layer mean and std (float32, std 1 where constant, as :func:`~.data.standardize`)
+    over store rows ``rows``, read chunk by chunk (float64 sums)."""
+    rows = np.sort(rows)
+    stats = []
+    for k in range(store.num_layers):
+        arr = store.layer(k)
+        d = arr.shape[1]
+        step = max(1, chunk_bytes // (4 * d))
+        s, ss = np.zeros(d), np.zeros(d)
+        for i in range(0, len(rows), step):
+            x = np.asarray(arr[rows[i:i + step]], np.float64)
+            release_pages(arr)
+            s += x.sum(0)
+            ss += (x * x).sum(0)
+        mu = s / len(rows)
+        sd = np.sqrt(np.maximum(ss / len(rows) - mu * mu, 0))
+        stats.append((mu.astype(np.float32), np.where(sd > 1e-8, sd, 1).astype(np.float32)))
+    return stats
+
+
+@dataclasses.dataclass
+class TaskArrays:
+    """One task's probe inputs, rows in the engine's order: the ``num_train`` training rows
+    first, then the evaluation rows (dev, test), each in store order.
+
+    * ``X``: :class:`Features` [N, K], every layer standardised, side by side;
+    * ``Y``: int32 [2, N], the task's labels and the control task's;
+    * ``dev``, ``test``: bool masks over the evaluation rows (``X`` rows ``num_train:``);
+    * ``test_clusters``: the speaker of each test row (the bootstrap's clusters), or None;
+    * ``row_of``: the engine row of each task row (batch plans are drawn on the task order,
+      so results do not depend on the reordering);
+    * ``data``: the :class:`~.data.TaskData` (classes, splits, groups).
+    """
+
+    data: D.TaskData
+    X: Features
+    Y: np.ndarray
+    num_train: int
+    dev: np.ndarray
+    test: np.ndarray
+    test_clusters: np.ndarray | None
+    row_of: np.ndarray
+    dims: list
+    names: list
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def y_eval(self) -> np.ndarray:
+        return self.Y[0, self.num_train:]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.y_eval[self.test]
+
+    @property
+    def test_rows(self) -> np.ndarray:
+        """Engine rows of the test utterances."""
+        return self.num_train + np.flatnonzero(self.test)
+
+    @property
+    def train_in_task_order(self) -> np.ndarray:
+        return self.data.split == D.TRAIN
+
+
+def task_arrays(store: Store, td: D.TaskData, seed: int = 0,
+                memory_budget_bytes: float | None = None) -> TaskArrays:
+    """:class:`TaskArrays` for the task ``td`` (:func:`~.data.prepare_task`): X in memory, or
+    :class:`Streamed` when X (held twice at most by the protocol: all layers, then in ranking
+    order) would exceed ``memory_budget_bytes``."""
+    train0 = td.split == D.TRAIN
+    order = np.argsort(~train0, kind="stable")
+    row_of = np.empty(len(order), np.int32)
+    row_of[order] = np.arange(len(order))
+    y, split = td.y[order], td.split[order]
+    ntr = int(train0.sum())
+    ev_split = split[ntr:]
+    ctrl = D.control_labels(td, seed)[order]
+    nbytes = 4 * len(order) * sum(store.dims)
+    if memory_budget_bytes is not None and 2 * nbytes > memory_budget_bytes:
+        X = Streamed(store, td.rows[order], streamed_stats(store, td.rows[train0]))
+    else:
+        X = InMemory(D.load_concatenated(store, td, order))
+    clusters = td.groups[order][ntr:][ev_split == D.TEST] if td.groups is not None else None
+    return TaskArrays(td, X, np.stack([y, ctrl]).astype(np.int32), ntr, ev_split == D.DEV,
+                      ev_split == D.TEST, clusters, row_of, list(store.dims),
+                      list(store.layer_names))
