@@ -228,3 +228,43 @@ def test_amnesic_probing_on_a_real_encoder(ge2e):
                 lo, hi = r[v]["accuracy_ci95"]
                 assert lo <= r[v]["accuracy"] <= hi
     json.dumps(out)                                      # JSON-ready
+
+
+@pytest.mark.slow
+def test_amnesic_script_end_to_end(tmp_path, ge2e):
+    """experiments/amnesic.py on a store of the real GE2E: JSON and tables; a missing audio
+    root and an unknown layer are named errors."""
+    import subprocess
+    import soundfile as sf
+    from ge2e_speech import espeak_wave
+    from speechinterp import checkpoint, store
+    from speechinterp.analysis.amnesic import masked_vectors
+    enc_dir = tmp_path / "ge2e"
+    checkpoint.save_encoder(str(enc_dir), ge2e)
+    (tmp_path / "audio").mkdir()
+    texts = ["One two three four.", "The cat sat on the mat.", "Where is the station?",
+             "It is raining today.", "Open the window please.", "A big red apple."]
+    rows, waves = [], []
+    for i, t in enumerate(texts):
+        for v, voice in enumerate(["en-us", "en-us+f3"]):
+            w = espeak_wave(t, voice)
+            sf.write(tmp_path / "audio" / f"{i}_{v}.wav", w, 16000)
+            waves.append(sf.read(tmp_path / "audio" / f"{i}_{v}.wav", dtype="float32")[0])
+            rows.append({"utt_id": f"{i}_{v}", "path": f"audio/{i}_{v}.wav", "voice": str(v),
+                         "split": ["train", "train", "train", "dev", "test", "test"][i]})
+    vecs = masked_vectors(ge2e, waves, None)
+    st = store.write_store(str(tmp_path / "store"), "ge2e", ge2e.layer_names, vecs, rows,
+                           extra_meta={"encoder_dir": str(enc_dir)})
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "experiments.amnesic",
+                                     f"--store={st.path}", "--property=voice", *a], cwd=root,
+                                    capture_output=True, text=True, timeout=600)
+    bad = run("--layer=lstm9", f"--out={tmp_path / 'x.json'}")
+    assert bad.returncode != 0 and "lstm9" in bad.stderr and "lstm1" in bad.stderr
+    bad = run("--layer=lstm2", f"--out={tmp_path / 'x.json'}")
+    assert bad.returncode != 0 and "--audio_root" in bad.stderr, bad.stderr
+    ok = run("--layer=1", f"--audio_root={tmp_path}", f"--out={tmp_path / 'a.json'}")
+    assert ok.returncode == 0, ok.stderr
+    out = json.load(open(tmp_path / "a.json"))
+    assert out["layer"] == "lstm2" and out["layers"] == ge2e.layer_names[1:]
+    assert "| lstm3 |" in ok.stdout and "removes 1 direction" in ok.stdout
