@@ -8,7 +8,7 @@ Fits LEACE (Belrose et al. 2023) for ``--property`` on the train rows of ``--lay
 the store, re-extracts every layer with that eraser applied to the layer's frames inside the
 forward pass (and once more with a random subspace of the same rank removed, the control), and
 for each of ``--tasks`` (``--property`` is always included) at ``--layer`` and every later layer
-reports test accuracy with 95% speaker-clustered intervals: original vs erased vs random
+reports test accuracy with 95-percent speaker-clustered intervals: original vs erased vs random
 (speechinterp.analysis.amnesic; Elazar et al., TACL 2021). Writes the JSON of
 ``amnesic_probing`` and prints one table per task.
 
@@ -71,7 +71,9 @@ def audio_paths(store, root) -> list[str]:
 
 def table(task: str, result: dict) -> str:
     """One task's rows as markdown: accuracy [interval] per variant."""
-    fmt = lambda a: f"{a['accuracy']:.3f} [{a['accuracy_ci95'][0]:.3f}, {a['accuracy_ci95'][1]:.3f}]"
+    def fmt(a):
+        lo, hi = a["accuracy_ci95"]
+        return f"{a['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
     lines = [f"{task} (majority {result['majority_accuracy']:.3f}, {result['num_test']} test)",
              "| layer | original | erased | random |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['name']} | {fmt(r['original'])} | {fmt(r['erased'])} | {fmt(r['random'])} |"

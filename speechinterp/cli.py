@@ -230,6 +230,7 @@ COMMANDS = {
     "build-corpus": ("build_corpus", "build the built-in espeak-ng corpus"),
     "extract": ("extract", "extract every layer's utterance vectors into a store"),
     "probe": ("probe", "probe a store for one or more properties"),
+    "amnesic": ("amnesic", "erase a property inside the encoder, probe the later layers"),
     "train-encoder": ("train_encoder", "train the dialect / speaker-ID CNN"),
     "study": ("run_study", "run the whole study with a report"),
 }

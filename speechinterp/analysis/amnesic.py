@@ -123,9 +123,9 @@ def amnesic_probing(encoder, waves: Sequence[np.ndarray], tasks: Mapping[str, ob
             "layers": probed, "tasks": out_tasks, "seconds": seconds}
 
 
-def eraser_for(encoder_layer_vectors: np.ndarray, task_data, layer: str) -> dict[str, AffineMap]:
+def eraser_for(layer_vectors: np.ndarray, task_data, layer: str) -> dict[str, AffineMap]:
     """``{layer: LEACE eraser}`` for ``task_data`` (a TaskData) fitted on the train rows of one
     layer's stored vectors [N, D]: a ``masks`` argument for any encoder call."""
-    X = np.asarray(encoder_layer_vectors, np.float32)[task_data.rows]
+    X = np.asarray(layer_vectors, np.float32)[task_data.rows]
     train = task_data.split == TRAIN
     return {layer: erasure.fit_leace(X[train], task_data.y[train], task_data.num_classes)}
