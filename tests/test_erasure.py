@@ -194,6 +194,7 @@ def test_affine_masks_round_trip_through_npz(tmp_path, ge2e):
     assert "['nope']" in msg and "lstm3.matrix" in msg and "lstm2.bias" in msg
 
 
+@pytest.mark.slow
 def test_amnesic_probing_on_a_real_encoder(ge2e):
     """Erasing 'voice' at lstm1 of the real GE2E: the eraser works on the stored layer, every
     later layer is re-extracted, and all three variants are probed with intervals."""
