@@ -2,7 +2,14 @@
 
     python -m experiments.probe --store=DIR --task=gender[,speaker,...] --out=DIR
         [--config=default|neurox] [--delta=0.01] [--seeds=1] [--search_stride=100]
+        [--ranking=weight_mass[,per_neuron,...]] [--memory_budget_gb=GB] [--distributed]
         (or: speechinterp probe ...)
+
+Probes train on every device JAX sees (``jax.devices()``); with ``--distributed`` each host
+of a multi-host job calls ``jax.distributed.initialize()`` first (its environment names the
+coordinator, as on Cloud TPU or SLURM) and trains the probes of its own devices. With
+``--memory_budget_gb`` a store whose features would not fit in that much host memory is
+streamed from its memory maps through the whole protocol.
 
 For each task writes OUT/TASK/: results.json (docs/formats.md), details.json (chosen lambdas,
 seed spread, per-neuron ranking, timings), table.md, layerwise.png, minimal_subset.png,
@@ -22,8 +29,7 @@ from speechinterp import cli
 from speechinterp import store as store_lib
 from speechinterp.analysis import plots, tables
 from speechinterp.probes import elastic_net, protocol
-from speechinterp.probes.data import (SPLIT_NAMES, TaskError, majority_accuracy, majority_class,
-                                      prepare_task)
+from speechinterp.probes.data import SPLIT_NAMES, TaskError, majority_class, prepare_task
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("store", None, "Representation store directory.", required=True)
@@ -37,11 +43,16 @@ flags.DEFINE_integer("search_stride", 100, "NeuroX ranking search stride.")
 flags.DEFINE_bool("per_neuron", True, "Also rank by per-neuron probe accuracy.")
 flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation cache: a "
                     "later run on a store of the same shape skips compiling the probe calls.")
-flags.DEFINE_bool("layerwise_only", False,
-                  "Stream mini-batches from the memory maps and run only layer-wise probes "
-                  "(for stores larger than memory).")
+flags.DEFINE_bool("layerwise_only", False, "Run only the layer-wise probes.")
+flags.DEFINE_list("ranking", ["weight_mass"],
+                  "Neuron ranking method(s) for ablation and the minimal subset, all trained in "
+                  f"the same calls: {', '.join(protocol.RANKINGS)}. The first fills ranking, "
+                  "minimal_subset and ablation in results.json; the others go under by_ranking.")
+flags.DEFINE_float("memory_budget_gb", None, "Host memory for the store's features; a store "
+                   "that needs more is streamed from its memory maps (default: load it).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
 flags.DEFINE_bool("overwrite", False, "Replace --out when it holds something else.")
-cli.positive("seeds", "search_stride")
+cli.positive("seeds", "search_stride", "memory_budget_gb")
 cli.fraction("delta", closed=False)
 
 
@@ -110,30 +121,31 @@ def main(argv):
         import jax
         jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    unknown = [m for m in FLAGS.ranking if m not in protocol.RANKINGS]
+    if unknown or not FLAGS.ranking:
+        raise cli.UserError(f"--ranking: unknown method(s) {unknown}; use one or more of "
+                            f"{', '.join(protocol.RANKINGS)}")
+    if FLAGS.distributed:
+        import jax
+        jax.distributed.initialize()
     cfg = elastic_net.CONFIGS[FLAGS.config]
     failed = list(missing)
     for task in tasks:
         try:
-            if FLAGS.layerwise_only:
-                rows = protocol.layerwise_streaming(store, task, cfg, seed=FLAGS.seed)
-                td = prepare_task(store, task, FLAGS.seed)
-                results = {"task": task, "classes": td.classes, "probe_setting": FLAGS.config,
-                           "majority_accuracy": majority_accuracy(td),
-                           "split_sizes": td.split_sizes(), "layers": rows}
-                details = {"probe_setting": FLAGS.config}
-            else:
-                stages = ["layer-wise probes", "oracle probe", "ranking", "ablation",
-                          "minimal subset"]
-                with tqdm(total=len(stages), desc=task, unit="stage") as bar:
-                    def progress(stage):
-                        bar.set_postfix_str(stage)
-                        if stage != stages[0]:
-                            bar.update(1)
-                    results, details = protocol.run_probing(
-                        store, task, cfg, seed=FLAGS.seed, seeds=FLAGS.seeds, delta=FLAGS.delta,
-                        search_stride=FLAGS.search_stride, per_neuron=FLAGS.per_neuron,
-                        progress=progress)
-                    bar.update(1)
+            stages = (["layer-wise probes"] if FLAGS.layerwise_only else
+                      ["layer-wise probes", "oracle probe", "ranking", "ablation",
+                       "minimal subset"])
+            with tqdm(total=len(stages), desc=task, unit="stage") as bar:
+                def progress(stage):
+                    bar.set_postfix_str(stage)
+                    if stage != stages[0]:
+                        bar.update(1)
+                results, details = protocol.run_probing(
+                    store, task, cfg, seed=FLAGS.seed, seeds=FLAGS.seeds, delta=FLAGS.delta,
+                    search_stride=FLAGS.search_stride, per_neuron=FLAGS.per_neuron,
+                    layerwise_only=FLAGS.layerwise_only, rankings=FLAGS.ranking,
+                    memory_budget_gb=FLAGS.memory_budget_gb, progress=progress)
+                bar.update(1)
                 if details["num_missing_labels"]:
                     logging.warning("%s: skipped %d utterances with no label",
                                     task, details["num_missing_labels"])
