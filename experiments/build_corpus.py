@@ -63,7 +63,8 @@ def main(argv):
     import soundfile as sf
 
     from speechinterp.corpus import builtin, channels, espeak, external_tts
-    from speechinterp.probes.data import SPLIT_NAMES, speaker_disjoint_split
+    from speechinterp.corpus import splits
+    from speechinterp.probes.data import SPLIT_NAMES
 
     try:
         extra = builtin.external_voices(FLAGS.voices)
@@ -77,9 +78,9 @@ def main(argv):
     if len(rows) > n_espeak:   # extra voices: their own split, by person, stratified by gender
         ext = rows[n_espeak:]
         person = {v.name: v.person for v in extra}
-        split = np.concatenate([split, speaker_disjoint_split(
-            np.array([r["gender"] for r in ext]), np.array([person[r["speaker"]] for r in ext]),
-            FLAGS.seed)])
+        split = np.concatenate([split, splits.speaker_split(
+            [person[r["speaker"]] for r in ext], [r["gender"] for r in ext],
+            splits.PROBE_FRACTIONS, FLAGS.seed)])
         spk = np.array([r["speaker"] for r in rows])
     sr_in = espeak.sample_rate()
     for i, r in enumerate(tqdm(rows, desc="synthesising", unit="utt")):

@@ -290,9 +290,11 @@ def probe_all(cfg, out, encs, properties=None, prefix="", seeds=None):
 def test_rows(store):
     split = np.array(store.column("split")) if store.has_column("split") else None
     if split is None or not np.any(split == "test"):
-        from speechinterp.probes.data import speaker_disjoint_split
+        from speechinterp.corpus import splits
         spk = np.array(store.column("speaker"))
-        split = np.array(["train", "dev", "test"])[speaker_disjoint_split(spk, spk, 0)]
+        # by speaker, unstratified (each speaker its own stratum would leave test empty)
+        split = np.array(splits.SPLITS)[splits.speaker_split(spk, None, splits.PROBE_FRACTIONS,
+                                                             0)]
     return split
 
 

@@ -16,37 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from speechinterp.corpus.splits import (DEFAULT_FRACTIONS, speaker_split, split_names,
+                                         stratified_split)
+
 
 def assign_splits(labels: Sequence[str], groups: Sequence[str] | None = None, seed: int = 0,
-                  fractions=(0.8, 0.1, 0.1)) -> list[str]:
-    """train / dev / test per row; group-disjoint (e.g. by speaker) when ``groups`` is given.
-
-    Without groups the split is stratified by label. Every split gets at least one group (or
-    utterance per label) when there are enough.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    out = ["train"] * n
+                  fractions=DEFAULT_FRACTIONS) -> list[str]:
+    """train / dev / test per row (:mod:`speechinterp.corpus.splits`): group-disjoint (e.g. by
+    speaker) and stratified by each group's main label when ``groups`` is given, otherwise a
+    per-utterance split stratified by label."""
     if groups is not None:
-        uniq = sorted(set(groups))
-        rng.shuffle(uniq)
-        k = len(uniq)
-        n_dev = max(1, int(round(fractions[1] * k))) if k >= 3 else 0
-        n_test = max(1, int(round(fractions[2] * k))) if k >= 3 else 0
-        which = {g: ("dev" if i < n_dev else "test" if i < n_dev + n_test else "train")
-                 for i, g in enumerate(uniq)}
-        return [which[g] for g in groups]
-    by_label: dict[str, list[int]] = {}
-    for i, y in enumerate(labels):
-        by_label.setdefault(y, []).append(i)
-    for idx in by_label.values():
-        idx = list(rng.permutation(idx))
-        k = len(idx)
-        n_dev = max(1, int(round(fractions[1] * k))) if k >= 3 else 0
-        n_test = max(1, int(round(fractions[2] * k))) if k >= 3 else 0
-        for j, i in enumerate(idx):
-            out[i] = "dev" if j < n_dev else "test" if j < n_dev + n_test else "train"
-    return out
+        return split_names(speaker_split(groups, labels, fractions, seed))
+    return split_names(stratified_split(labels, seed, fractions))
 
 
 def pad_batch(waves: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -77,6 +77,9 @@ def test_assign_splits_speaker_disjoint():
     for s, sp in zip(speakers, splits):
         assert seen.setdefault(s, sp) == sp  # one split per speaker
     assert set(splits) == {"train", "dev", "test"}
+    # stratified by each speaker's label (corpus.splits): both labels in every split
+    for split in ("train", "dev", "test"):
+        assert {y for y, s in zip(labels, splits) if s == split} == {"a", "b"}
     strat = training.assign_splits(labels, None, seed=1)
     for split in ("dev", "test"):
         assert {y for y, s in zip(labels, strat) if s == split} == {"a", "b"}

@@ -20,6 +20,7 @@ import re
 
 from speechinterp.corpus.manifest import (AUDIO_EXTENSIONS, Imported, ManifestError,
                                           check_speaker_disjoint, speaker_disjoint_split)
+from speechinterp.corpus.splits import DEFAULT_FRACTIONS
 
 DIALECTS = ("ALG", "EGY", "IRA", "JOR", "KSA", "KUW", "LEB", "LIB", "MAU", "MOR", "OMA", "PAL",
             "QAT", "SUD", "SYR", "UAE", "YEM")
@@ -90,7 +91,7 @@ def _from_utt2lang(folder: str, split: str, root: str) -> tuple[list[dict], list
     return rows, skipped
 
 
-def import_adi17(root: str, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> Imported:
+def import_adi17(root: str, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> Imported:
     """Rows for an ADI17 tree (see the module docstring). Folders that are neither a dialect
     nor a split are returned as skipped; so are files a ``utt2lang`` lists but that are absent."""
     if not os.path.isdir(root):

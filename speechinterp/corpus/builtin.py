@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from speechinterp.corpus import external_tts
+from speechinterp.corpus import external_tts, splits
 from speechinterp.corpus.channels import CHANNELS
 from speechinterp.corpus.sentences import SENTENCES
 
@@ -177,26 +177,15 @@ def split_speakers(rows: list[dict], seed: int, fractions=None, size: str | None
 
 
 def assign_speakers(info: dict, seed: int, fractions) -> dict:
-    """``{speaker: 0 / 1 / 2}`` from ``{speaker: (accent, gender)}``: per accent, the speakers
-    shuffled per gender and interleaved (the first gender alternating over accents) give the first
-    ``fractions[2]`` to test and the next ``fractions[1]`` to dev (at least one each when the
-    accent has 3 speakers or more)."""
-    rng = np.random.default_rng([seed, 2])
-    assign = {}
-    flip = int(rng.integers(2))
-    for k_acc, accent in enumerate(sorted({a for a, _ in info.values()})):
-        by_g = {g: sorted(s for s, (a, g_) in info.items() if a == accent and g_ == g)
-                for g in ("female", "male")}
-        by_g = {g: [ss[i] for i in rng.permutation(len(ss))] for g, ss in by_g.items()}
-        genders = ("female", "male")[::1 if (k_acc + flip) % 2 else -1]
-        order = [by_g[g][k] for k in range(max(len(v) for v in by_g.values()))
-                 for g in genders if k < len(by_g[g])]
-        n = len(order)
-        n_dev = max(1, int(round(n * fractions[1]))) if n >= 3 else 0
-        n_test = max(1, int(round(n * fractions[2]))) if n >= 3 else (1 if n == 2 else 0)
-        for i, s in enumerate(order):
-            assign[s] = 2 if i < n_test else 1 if i < n_test + n_dev else 0
-    return assign
+    """``{speaker: 0 / 1 / 2}`` from ``{speaker: (accent, gender)}``:
+    :func:`speechinterp.corpus.splits.speaker_split` stratified by accent and balanced by gender
+    (per accent the speakers are shuffled per gender and interleaved, the first gender alternating
+    over accents; the first ``fractions[2]`` go to test and the next ``fractions[1]`` to dev, at
+    least one each when the accent has 3 speakers or more), with the seed stream ``(seed, 2)``."""
+    spk = list(info)
+    codes = splits.speaker_split(spk, [info[s][0] for s in spk], fractions, (seed, 2),
+                                 balance=[info[s][1] for s in spk])
+    return dict(zip(spk, codes.tolist()))
 
 
 SPLIT_NAMES = ("train", "dev", "test")

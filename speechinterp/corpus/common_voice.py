@@ -20,6 +20,7 @@ import os
 
 from speechinterp.corpus.manifest import (ManifestError, Imported, read_table,
                                           speaker_disjoint_split)
+from speechinterp.corpus.splits import DEFAULT_FRACTIONS
 
 GENDERS = {"male": "male", "male_masculine": "male", "female": "female",
            "female_feminine": "female", "": "", "do_not_wish_to_say": ""}
@@ -63,7 +64,7 @@ def _release_splits(folder: str) -> tuple[dict[str, str], list[tuple[str, str]]]
     return {c: next(iter(s)) for c, s in where.items()}, []
 
 
-def import_common_voice(root: str, fractions=(0.8, 0.1, 0.1), seed: int = 0,
+def import_common_voice(root: str, fractions=DEFAULT_FRACTIONS, seed: int = 0,
                         use_release_split: bool = True) -> Imported:
     """Rows for every validated clip of every language folder under ``root`` (see the module
     docstring). Clips listed but missing on disk are returned as skipped."""

@@ -12,10 +12,11 @@ import os
 
 from speechinterp.corpus.manifest import (AUDIO_EXTENSIONS, Imported, ManifestError,
                                           speaker_disjoint_split)
+from speechinterp.corpus.splits import DEFAULT_FRACTIONS
 
 
 def import_folders(root: str, label: str = "label", speaker_level: int = 0,
-                   fractions=(0.8, 0.1, 0.1), seed: int = 0) -> Imported:
+                   fractions=DEFAULT_FRACTIONS, seed: int = 0) -> Imported:
     """Rows for every audio file below the label folders of ``root``. Files directly in
     ``root`` and label folders without audio are returned as skipped."""
     if not os.path.isdir(root):

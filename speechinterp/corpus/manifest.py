@@ -15,9 +15,8 @@ import os
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
-
-SPLITS = ("train", "dev", "test")
+from speechinterp.corpus import splits
+from speechinterp.corpus.splits import DEFAULT_FRACTIONS, SPLITS
 # column order of written manifests (any other column follows, in order of first appearance)
 STANDARD_COLUMNS = ("utt_id", "path", "split", "speaker", "gender", "language", "accent",
                     "dialect", "region", "channel")
@@ -290,57 +289,17 @@ def write_manifest(rows: Sequence[dict], path: str) -> str:
 
 
 # ----------------------------------------------------------------------------- splits
-def _counts(n: int, fractions: np.ndarray, carry: np.ndarray) -> tuple[int, int, int]:
-    """Groups of one stratum per split: its share of dev and test plus what earlier strata
-    rounded away (``carry``, updated in place), so that many small strata still fill dev and
-    test; with at least as many groups as non-zero shares every split with a share gets one;
-    train keeps the rest (at least one when it has a share)."""
-    want = n * fractions[1:] + carry
-    k = [0, *(int(np.floor(w + 0.5)) if f > 0 else 0 for w, f in zip(want, fractions[1:]))]
-    enough = n >= int(np.sum(fractions > 0))
-    for s in (1, 2):
-        k[s] = max(k[s], 1 if enough and fractions[s] > 0 else 0)
-    keep_train = 1 if fractions[0] > 0 and n > 0 else 0
-    while k[1] + k[2] > n - keep_train:
-        k[1 if k[1] >= k[2] else 2] -= 1
-    carry[:] = want - np.array(k[1:])
-    return n - k[1] - k[2], k[1], k[2]
-
-
-def speaker_disjoint_split(rows: Sequence[dict], fractions=(0.8, 0.1, 0.1), seed: int = 0,
+def speaker_disjoint_split(rows: Sequence[dict], fractions=DEFAULT_FRACTIONS, seed: int = 0,
                            stratify: str | Sequence[str] | None = None,
                            speaker: str = "speaker") -> list[dict]:
-    """Copies of ``rows`` with ``split`` set so that no speaker is in two splits.
-
-    Speakers are grouped by their most common ``stratify`` label (e.g. gender or dialect, or a
-    tuple of columns such as language and gender) and each
-    group's speakers are shuffled (fixed ``seed``) and dealt to train / dev / test in the
-    proportions ``fractions``; a group with at least as many speakers as non-zero shares puts
-    one speaker or more in each split with a share. Rows with an empty ``speaker`` are their own
-    group. The same rows and seed give the same split."""
-    fr = np.asarray(fractions, float)
-    if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
-        raise ManifestError(f"fractions must be three non-negative numbers (train, dev, test), "
-                            f"got {tuple(fractions)}")
-    fr = fr / fr.sum()
-    group = [r.get(speaker) or f"\0{r['utt_id']}" for r in rows]
-    keys = [stratify] if isinstance(stratify, str) else list(stratify or ())
-    labels: dict[str, Counter] = {}
-    for g, r in zip(group, rows):
-        labels.setdefault(g, Counter())["\t".join(r.get(k) or "" for k in keys)] += 1
-    strata: dict[str, list[str]] = {}
-    for g in sorted(labels):
-        main = min(labels[g].items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        strata.setdefault(main, []).append(g)
-    rng = np.random.default_rng(seed)
-    assign, carry = {}, np.zeros(2)
-    for lab in sorted(strata):
-        gs = strata[lab]
-        order = rng.permutation(len(gs))
-        n_train, n_dev, _ = _counts(len(gs), fr, carry)
-        for j, idx in enumerate(order):
-            assign[gs[idx]] = SPLITS[0 if j < n_train else 1 if j < n_train + n_dev else 2]
-    return [{**r, "split": assign[g]} for g, r in zip(group, rows)]
+    """Copies of ``rows`` with ``split`` set so that no speaker is in two splits:
+    :func:`speechinterp.corpus.splits.split_rows` (speakers grouped by their most common
+    ``stratify`` label, or tuple of labels, and dealt per group in the proportions ``fractions``;
+    rows with an empty ``speaker`` are their own group), invalid fractions a ManifestError."""
+    try:
+        return splits.split_rows(rows, fractions, seed, stratify, speaker=speaker)
+    except splits.SplitError as e:
+        raise ManifestError(str(e)) from None
 
 
 def check_speaker_disjoint(rows: Sequence[dict], source: str = "manifest",
@@ -366,7 +325,7 @@ def split_counts(rows: Sequence[dict], label: str | None = None) -> dict[str, Co
 
 
 def import_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str | None = None,
-                    fractions=(0.8, 0.1, 0.1), seed: int = 0, stratify: str | None = None,
+                    fractions=DEFAULT_FRACTIONS, seed: int = 0, stratify: str | None = None,
                     resplit: bool = False) -> Imported:
     """A generic manifest as an importer: :func:`read_manifest`, listed files missing on disk
     skipped, and the manifest's own ``split`` kept when every row has train / dev / test and it is

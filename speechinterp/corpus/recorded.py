@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from speechinterp.corpus import splits
+
 log = logging.getLogger(__name__)
 
 SR = 16000
@@ -605,15 +607,14 @@ def load_item(it: Item) -> np.ndarray:
 # split, confounds, build
 
 
-def split_speakers(rows: list[dict], seed: int, fractions=(0.7, 0.15, 0.15)) -> list[str]:
-    """Speaker-disjoint train/dev/test, stratified by gender and source (unknown gender its own
-    stratum): each stratum of 3 or more speakers puts at least one in dev and one in test, one of
-    2 speakers one in test (``speaker_disjoint_split``), so every source reaches the test split."""
-    from speechinterp.probes.data import SPLIT_NAMES, speaker_disjoint_split
-    labels = np.array([f"{r['gender'] or 'unknown'}/{r.get('source', '')}" for r in rows])
-    groups = np.array([r["speaker"] for r in rows])
-    s = speaker_disjoint_split(labels, groups, seed, fractions)
-    return [SPLIT_NAMES[int(k)] for k in s]
+def split_speakers(rows: list[dict], seed: int, fractions=splits.PROBE_FRACTIONS) -> list[str]:
+    """Speaker-disjoint train/dev/test (:func:`speechinterp.corpus.splits.speaker_split`),
+    stratified by gender and source (unknown gender its own stratum): each stratum of 3 or more
+    speakers puts at least one in dev and one in test, one of 2 speakers one in test, so every
+    source reaches the test split."""
+    strata = [f"{r['gender'] or 'unknown'}/{r.get('source', '')}" for r in rows]
+    return splits.split_names(splits.speaker_split([r["speaker"] for r in rows], strata,
+                                                   fractions, seed))
 
 
 def testable_properties(rows: list[dict], min_speakers: int = 3,

@@ -15,6 +15,7 @@ import os
 
 from speechinterp.corpus.manifest import (AUDIO_EXTENSIONS, Imported, ManifestError,
                                           speaker_disjoint_split)
+from speechinterp.corpus.splits import DEFAULT_FRACTIONS
 
 META_NAME = "vox1_meta.csv"
 META_COLUMNS = ("VoxCeleb1 ID", "VGGFace1 ID", "Gender", "Nationality", "Set")
@@ -74,7 +75,7 @@ def speaker_folders(root: str) -> dict[str, str]:
     return found
 
 
-def import_voxceleb1(root: str, meta: str | None = None, fractions=(0.8, 0.1, 0.1),
+def import_voxceleb1(root: str, meta: str | None = None, fractions=DEFAULT_FRACTIONS,
                      seed: int = 0) -> Imported:
     """Rows for every utterance of a VoxCeleb1 tree (see the module docstring).
 

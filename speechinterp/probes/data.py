@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
-from collections import Counter
 
 import numpy as np
 
+from speechinterp.corpus.splits import PROBE_FRACTIONS, speaker_split, stratified_split
 from speechinterp.store import Store
 
 TRAIN, DEV, TEST = 0, 1, 2
@@ -44,52 +44,13 @@ class TaskData:
         return (self.split == which).astype(np.float32)
 
 
-def speaker_disjoint_split(labels: np.ndarray, groups: np.ndarray, seed: int,
-                           fractions=(0.7, 0.15, 0.15)) -> np.ndarray:
-    """Assign whole groups (speakers) to train/dev/test, stratified by each group's main label."""
-    rng = np.random.default_rng(seed)
-    uniq = np.unique(groups)
-    main = {}
-    for g in uniq:
-        main[g] = Counter(labels[groups == g].tolist()).most_common(1)[0][0]
-    by_label: dict = {}
-    for g in uniq:
-        by_label.setdefault(main[g], []).append(g)
-    assign = {}
-    for lab in sorted(by_label):
-        gs = list(by_label[lab])
-        rng.shuffle(gs)
-        n = len(gs)
-        n_dev = max(1, int(round(n * fractions[1]))) if n >= 3 else 0
-        n_test = max(1, int(round(n * fractions[2]))) if n >= 3 else (1 if n == 2 else 0)
-        for i, g in enumerate(gs):
-            assign[g] = TEST if i < n_test else DEV if i < n_test + n_dev else TRAIN
-    return np.array([assign[g] for g in groups], np.int32)
-
-
-def stratified_split(labels: np.ndarray, seed: int, fractions=(0.7, 0.15, 0.15)) -> np.ndarray:
-    """Per-row split, stratified by label, fixed seed."""
-    rng = np.random.default_rng(seed)
-    split = np.zeros(len(labels), np.int32)
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        rng.shuffle(idx)
-        n = len(idx)
-        n_dev = int(round(n * fractions[1]))
-        n_test = int(round(n * fractions[2]))
-        if n >= 3:
-            n_dev, n_test = max(n_dev, 1), max(n_test, 1)
-        split[idx[:n_test]] = TEST
-        split[idx[n_test:n_test + n_dev]] = DEV
-    return split
-
-
 def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
     """Labels (empty cells skipped), classes, and the split for ``task``.
 
     Speaker identity always gets a stratified split of the utterances. Other tasks use the
     store's ``split`` column when it has one; otherwise a stratified split with a fixed seed,
-    speaker-disjoint when a ``speaker`` column exists.
+    speaker-disjoint when a ``speaker`` column exists (both
+    :mod:`speechinterp.corpus.splits`, 70 / 15 / 15%: ``PROBE_FRACTIONS``).
     """
     labels_all = np.array(store.column(task), dtype=object)
     has = np.array([str(v).strip() != "" for v in labels_all])
@@ -107,7 +68,7 @@ def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
     if task in SPEAKER_TASKS:
         # speaker identity needs every speaker in every split: a stratified split of the
         # utterances (a store's split column is speaker-disjoint for the other tasks)
-        split = stratified_split(y, seed)
+        split = stratified_split(y, seed, PROBE_FRACTIONS)
     elif split_col is not None and any(s.strip() for s in split_col):
         bad = sorted({s for s in split_col if s not in SPLIT_NAMES})
         if bad:   # never drop the column silently (an empty column is no split)
@@ -115,9 +76,9 @@ def prepare_task(store: Store, task: str, seed: int = 0) -> TaskData:
                             f"{list(SPLIT_NAMES)} ({sum(s in bad for s in split_col)} rows)")
         split = np.array([SPLIT_NAMES.index(s) for s in split_col], np.int32)
     elif groups is not None:
-        split = speaker_disjoint_split(y, groups, seed)
+        split = speaker_split(groups, y, PROBE_FRACTIONS, seed)
     else:
-        split = stratified_split(y, seed)
+        split = stratified_split(y, seed, PROBE_FRACTIONS)
     for i, name in enumerate(SPLIT_NAMES):
         present = set(y[split == i].tolist())
         absent = [classes[c] for c in range(len(classes)) if c not in present]
