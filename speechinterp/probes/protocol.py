@@ -32,14 +32,18 @@ from speechinterp.bootstrap import LEVEL, RESAMPLES, ci_list, cluster_bootstrap_
 from speechinterp.probes import data as D
 from speechinterp.probes import engine as E
 from speechinterp.probes import ranking as R
+from speechinterp.probes import ranking_methods as RM
 from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig, setting_name
 from speechinterp.probes.features import TaskArrays, task_arrays
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
 SELECTIONS = ("top", "random", "bottom")
-# ranking methods: NeuroX weight mass of the oracle, the accuracy of each neuron's own probe
-RANKINGS = ("weight_mass", "per_neuron")
+# ranking methods: NeuroX weight mass of the oracle, the accuracy of each neuron's own probe,
+# and the data-only ones of ranking_methods (probeless, IoU, Gaussian intrinsic probe)
+RANKINGS = RM.METHODS
+# neurons picked greedily by the Gaussian intrinsic probe (the rest by their single gain)
+GAUSSIAN_GREEDY = 50
 
 
 # ----------------------------------------------------------------------------- probe layouts
@@ -201,9 +205,11 @@ def oracle_stage(arrays: TaskArrays, trained: E.Trained, cfg: ProbeConfig) -> Or
 
 
 def ranking_stage(arrays: TaskArrays, oracle: Oracle, rankings, cfg: ProbeConfig, *,
-                  search_stride: int, seed: int, per_neuron: bool):
+                  search_stride: int, seed: int, per_neuron: bool, sample_bytes: float):
     """Each ranking method's ordering of all neurons, the stability of the weight-mass
-    ranking over seeds, and the per-neuron probes' dev accuracies (or None)."""
+    ranking over seeds, and the per-neuron probes' dev accuracies (or None). The data-only
+    methods read the training rows (a random sample of at most ``sample_bytes`` of them when
+    the store is streamed)."""
     by_seed = [R.weight_mass_ordering(W, search_stride) for W, _ in oracle.weights]
     orderings = {"weight_mass": by_seed[0][0]}
     stability = R.ranking_stability([o for o, _ in by_seed]) if len(by_seed) > 1 else None
@@ -211,6 +217,19 @@ def ranking_stage(arrays: TaskArrays, oracle: Oracle, rankings, cfg: ProbeConfig
     if per_neuron or "per_neuron" in rankings:
         neuron_dev_acc = E.neuron_dev_accuracy(arrays, oracle.lam, seed, cfg)
         orderings["per_neuron"] = R.accuracy_ordering(neuron_dev_acc)
+    data_methods = [m for m in rankings if m in RM.DATA_METHODS]
+    if data_methods:
+        ntr, K = arrays.num_train, arrays.X.shape[1]
+        rows = np.arange(ntr)
+        if not arrays.X.in_memory and ntr * K * 4 > sample_bytes:
+            rows = np.sort(np.random.default_rng(seed).choice(
+                ntr, max(1, int(sample_bytes // (4 * K))), replace=False))
+        Xt, yt = arrays.X.rows(rows), arrays.Y[0, rows]
+        w = np.ones(len(rows), np.float32)
+        for m in data_methods:
+            kw = {"k": min(GAUSSIAN_GREEDY, K)} if m == "gaussian" else {}
+            orderings[m] = RM.ordering_from_data(m, Xt, yt, w, arrays.num_classes, **kw)
+        del Xt
     return ({m: orderings[m] for m in rankings}, by_seed[0][1], stability, neuron_dev_acc)
 
 
@@ -283,7 +302,9 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
 
     ``rankings``: the ranking methods (:data:`RANKINGS`) whose top / random / bottom ablation
     and minimal subset are computed, all in the same engine call; the first fills
-    ``ranking``, ``minimal_subset`` and ``ablation``, the others go under ``by_ranking``.
+    ``ranking``, ``minimal_subset`` and ``ablation``, the others go under ``by_ranking``
+    (same shape), and ``ranking_agreement`` compares them (top-1%/5% overlap, Spearman, chance
+    levels; Fan et al., NeurIPS 2023) with their vote.
     ``memory_budget_gb`` streams the store from its memory maps when holding it would exceed
     the budget. ``devices``: the devices to train on (default: all). ``layerwise_only`` stops
     after the layer-wise probes. ``band_cost``: see :func:`~.elastic_net.interval_bands`.
@@ -344,7 +365,7 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     say("ranking")
     orderings, cutoffs, stability, neuron_dev_acc = ranking_stage(
         arrays, oracle, rankings, cfg, search_stride=search_stride, seed=seed,
-        per_neuron=per_neuron)
+        per_neuron=per_neuron, sample_bytes=(budget or np.inf) / 4)
     clock.lap("ranking")
 
     say("ablation")
@@ -396,6 +417,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         for name in rankings[1:]:
             per_method[name].pop("_candidates")
             results["by_ranking"][name] = per_method[name]
+        results["ranking_agreement"] = RM.method_agreement(orderings)
+        results["ranking_agreement"]["voted"] = index[RM.voted_ranking(orderings)].tolist()
     results["convergence"] = convergence_diagnostic(results)
     details.update({
         "ranking_methods": list(rankings),
