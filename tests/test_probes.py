@@ -410,3 +410,29 @@ def test_probes_spread_over_four_devices_match_one(tmp_path):
     r = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "s"),
                         os.path.dirname(__file__)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_every_ranking_method_in_one_call(planted):
+    # --ranking=all five: the first fills the usual keys, the others by_ranking with the same
+    # shape; every method puts the planted neurons first and finds a small subset
+    cfg = dataclasses.replace(EN.NEUROX, epochs=4)
+    res, det = protocol.run_probing(planted, "prop", cfg, rankings=protocol.RANKINGS)
+    assert det["ranking_methods"] == list(protocol.RANKINGS)
+    assert set(res["by_ranking"]) == set(protocol.RANKINGS[1:])
+    for name, r in [("weight_mass", res)] + list(res["by_ranking"].items()):
+        assert {n for _, n in r["ranking"][:3]} == set(PLANTED), name
+        assert r["minimal_subset"]["size"] <= 12, name
+        if name != "weight_mass":
+            assert set(r) == {"ranking", "minimal_subset", "ablation", "ablation_ci95"}
+            assert r["ablation"]["retrain"]["top"].keys() == res["ablation"]["retrain"][
+                "top"].keys()
+    agree = res["ranking_agreement"]
+    assert len(agree["pairs"]) == 10 and agree["chance"]["top5_overlap"] < 0.06
+    assert {n for _, n in agree["voted"][:3]} == set(PLANTED)
+    # one method: results.json keeps its keys
+    one, _ = protocol.run_probing(planted, "prop", cfg, rankings=("probeless",),
+                                  per_neuron=False)
+    assert "by_ranking" not in one and "ranking_agreement" not in one
+    assert one["ranking"] == res["by_ranking"]["probeless"]["ranking"]
+    with pytest.raises(ValueError, match="unknown ranking"):
+        protocol.run_probing(planted, "prop", cfg, rankings=("weight",))
