@@ -9,21 +9,20 @@ frames of a layer and then pooling gives the erasure of the pooled vector.
 Arrays: ``X`` [N, D] rows (utterance vectors of one layer), ``y`` [N] integer classes,
 ``split`` [N] with :data:`~speechinterp.probes.data.TRAIN` / ``DEV`` / ``TEST``, ``groups`` [N]
 the speaker of each row (clustered intervals, :mod:`speechinterp.bootstrap`) or None.
-Probes are the project's elastic-net probes (:func:`~speechinterp.probes.elastic_net.fit_probe`,
-vmapped over layers and the lambda grid in one jitted call),
-the lambda chosen on dev, accuracy reported on test.
+Probes are the project's elastic-net probes, every layer and lambda in one call of the probe
+engine (:func:`~speechinterp.probes.engine.fit`), the lambda chosen on dev, accuracy reported
+on test.
 """
 from __future__ import annotations
 
-import functools
-
-import jax
 import numpy as np
 
 from speechinterp.bootstrap import ci_list, cluster_bootstrap_ci
 from speechinterp.encoders.base import AffineMap
 from speechinterp.probes.data import DEV, TEST, TRAIN
-from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig, fit_probe
+from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig
+from speechinterp.probes.engine import ProbeSpecs
+from speechinterp.probes.engine import fit as engine_fit
 
 
 def apply_eraser(X: np.ndarray, eraser: AffineMap) -> np.ndarray:
@@ -96,22 +95,13 @@ def random_erasure(dim: int, rank: int, seed: int = 0, mean: np.ndarray | None =
 
 
 # ----------------------------------------------------------------------------- probes
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
-def _fit_layers_lambdas(X, y, w, mask, l1, l2, key, *, num_classes, num_train, cfg):
-    """:func:`fit_probe` vmapped over lambdas [G] and layers X [L, N, D] with masks [L, D]:
-    params with leading axes [L, G]."""
-    fit = functools.partial(fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
-    f = jax.vmap(fit, in_axes=(None, None, None, None, 0, 0, None))     # lambdas
-    f = jax.vmap(f, in_axes=(0, None, None, 0, None, None, None))       # layers
-    return f(X, y, w, mask, l1, l2, key)
-
-
 def probe_layers(layers: list[np.ndarray], y: np.ndarray, split: np.ndarray, *,
                  num_classes: int | None = None, cfg: ProbeConfig = DEFAULT,
                  seed: int = 0) -> dict:
     """One elastic-net probe per layer (X [N, D_k] each; same rows), trained on the train rows
-    with every lambda of ``cfg.lambdas`` in one vmapped, jitted call, the lambda chosen per
-    layer on dev. Columns are standardised with train statistics (as the probing protocol).
+    with every lambda of ``cfg.lambdas`` in one call of the probe engine
+    (:func:`~speechinterp.probes.engine.fit`), the lambda chosen per layer on dev. Columns are
+    standardised with train statistics (as the probing protocol).
 
     Returns ``pred_test`` [L, N_test] classes on the test rows, ``dev_accuracy`` [L],
     ``W`` [L, D_max, C] and ``b`` [L, C], the chosen probes' weights on the *unstandardised*
@@ -119,40 +109,41 @@ def probe_layers(layers: list[np.ndarray], y: np.ndarray, split: np.ndarray, *,
     y = np.asarray(y, np.int32)
     split = np.asarray(split)
     c = int(y.max()) + 1 if num_classes is None else num_classes
-    train = split == TRAIN
+    order = np.argsort(split != TRAIN, kind="stable")             # the engine: train rows first
+    train = split[order] == TRAIN
+    ntr = int(train.sum())
     mus, sds, std = [], [], []
     for X in layers:
-        X = np.asarray(X, np.float32)
+        X = np.asarray(X, np.float32)[order]
         mu, sd = X[train].mean(0), X[train].std(0)
         sd = np.where(sd > 1e-8, sd, 1.0).astype(np.float32)
         mus.append(mu)
         sds.append(sd)
         std.append((X - mu) / sd)
-    dmax = max(a.shape[1] for a in std)                            # zero-pad to the widest
-    Xs = np.zeros((len(std), len(y), dmax), np.float32)
-    mask = np.zeros((len(std), dmax), np.float32)
-    for k, a in enumerate(std):
-        Xs[k, :, :a.shape[1]] = a
-        mask[k, :a.shape[1]] = 1
+    dims = [a.shape[1] for a in std]
+    offs = np.cumsum([0] + dims)
+    G, L = len(cfg.lambdas), len(layers)
     l1 = np.array([a for a, _ in cfg.lambdas], np.float32)
     l2 = np.array([b for _, b in cfg.lambdas], np.float32)
-    P = _fit_layers_lambdas(Xs, y, train.astype(np.float32), mask, l1, l2,
-                            jax.random.PRNGKey(seed), num_classes=c,
-                            num_train=int(train.sum()), cfg=cfg)
-    W = np.asarray(P["W"]) * mask[:, None, :, None]                # [L, G, D, C]
-    b = np.asarray(P["b"])                                          # [L, G, C]
-    pred = np.argmax(np.einsum("lnd,lgdc->lgnc", Xs, W) + b[:, :, None], -1)   # [L, G, N]
-    dev_acc = (pred[:, :, split == DEV] == y[split == DEV]).mean(-1)            # [L, G]
+    specs = ProbeSpecs(np.repeat(offs[:-1], G), np.repeat(offs[1:], G), np.zeros(L * G),
+                       np.tile(l1, L), np.tile(l2, L))
+    trained = engine_fit(np.concatenate(std, axis=1), y[order][None], specs, num_train=ntr,
+                         num_classes=c, cfg=cfg, seed=seed)
+    ev = split[order][ntr:]
+    y_ev = y[order][ntr:]
+    pred = trained.predictions[0].reshape(L, G, -1)                 # [L, G, N_eval]
+    dev_acc = (pred[:, :, ev == DEV] == y_ev[ev == DEV]).mean(-1)   # [L, G]
     best = dev_acc.argmax(-1)
-    L = len(layers)
-    Wb, bb = W[np.arange(L), best], b[np.arange(L), best]          # [L, D, C], [L, C]
-    W_in = np.zeros_like(Wb)
-    b_in = np.zeros_like(bb)
+    dmax = max(dims)
+    W_in = np.zeros((L, dmax, c), np.float32)
+    b_in = np.zeros((L, c), np.float32)
     for k in range(L):                                             # undo the standardisation
-        d = len(mus[k])
-        W_in[k, :d] = Wb[k, :d] / sds[k][:, None]
-        b_in[k] = bb[k] - mus[k] / sds[k] @ Wb[k, :d]
-    return {"pred_test": pred[np.arange(L), best][:, split == TEST],
+        Wk, bk = trained.weights(k * G + int(best[k]))
+        Wk = Wk[offs[k]:offs[k + 1]]
+        W_in[k, :dims[k]] = Wk / sds[k][:, None]
+        b_in[k] = bk - mus[k] / sds[k] @ Wk
+    # test rows in their original order (the engine keeps each split in row order)
+    return {"pred_test": pred[np.arange(L), best][:, ev == TEST],
             "dev_accuracy": dev_acc[np.arange(L), best], "W": W_in, "b": b_in}
 
 
