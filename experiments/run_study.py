@@ -271,7 +271,9 @@ def probe_all(cfg, out, encs, properties=None, prefix="", seeds=None):
                     res, det = protocol.run_probing(
                         st, prop, pcfg, seed=cfg.seed, seeds=n_seeds,
                         delta=cfg.probe.delta, per_neuron=cfg.probe.per_neuron,
-                        layerwise_only=e["random"])
+                        layerwise_only=e["random"],
+                        rankings=rankings_for(cfg, prop, e["random"] or prefix),
+                        gaussian_greedy=cfg.probe.get("gaussian_greedy", 50))
                 except TaskError as err:
                     print(f"  {name}/{prop}: skipped ({err})", flush=True)
                     continue
@@ -284,6 +286,90 @@ def probe_all(cfg, out, encs, properties=None, prefix="", seeds=None):
         for f in sorted(os.listdir(d)):
             if f.endswith(".json"):
                 e["probes"][f[:-5]] = json.load(open(os.path.join(d, f)))["results"]
+
+
+def rankings_for(cfg, prop: str, baseline) -> tuple:
+    """The ranking methods of ``prop``: every one of ``cfg.probe.rankings`` for the
+    ``ranking_properties`` of the main corpus's real encoders, else NeuroX's weight mass."""
+    methods = [m for m in str(cfg.probe.get("rankings", "weight_mass")).split(",") if m]
+    if baseline or prop not in tuple(cfg.probe.get("ranking_properties", ())):
+        return ("weight_mass",)
+    return tuple(methods)
+
+
+def amnesic_all(cfg, out, encs, manifest):
+    """Amnesic probing (Elazar et al. 2021) in ``cfg.amnesic.encoders``: each property of
+    ``cfg.amnesic.properties`` LEACE-erased at the middle layer inside the encoder, the first
+    ``per_speaker`` utterances of every speaker re-extracted, the tasks probed at that layer
+    and later, against a random erasure of the same rank. Returns {encoder: {property: result}}."""
+    a = cfg.get("amnesic")
+    if not a or not a.enabled:
+        return {}
+    results = {}
+    for name in a.encoders:
+        e = encs.get(name)
+        if e is None or "store" not in e:
+            continue
+
+        def go(d, e=e, name=name):
+            from speechinterp import audio, encoders, store as S
+            from speechinterp.analysis.amnesic import amnesic_probing
+            from speechinterp.probes import elastic_net
+            st = S.open_store(e["store"])
+            enc = encoders.load(e["dir"])
+            keep = first_per_speaker(st, int(a.per_speaker))
+            root = os.path.dirname(manifest)
+            paths = [p if os.path.isabs(p) else os.path.join(root, p)
+                     for p in np.array(st.column("path"))[keep]]
+            waves = [audio.load_audio(p, enc.sample_rate, 0.0) for p in paths]
+            original = [np.asarray(st.layer(k)[keep], np.float32) for k in range(st.num_layers)]
+            tasks = {t: subset_task(st, t, keep, cfg.seed) for t in a.tasks if st.has_column(t)}
+            layer = enc.layer_names[len(enc.layer_names) // 2]
+            for prop in a.properties:
+                if prop not in tasks:
+                    continue
+                res = amnesic_probing(enc, waves, tasks, prop, layer, original=original,
+                                      cfg=elastic_net.CONFIGS[cfg.probe.config], seed=cfg.seed,
+                                      batch_size=cfg.extract.batch_size)
+                res["num_utterances"] = int(len(keep))
+                with open(os.path.join(d, f"{prop}.json"), "w") as f:
+                    json.dump(res, f)
+                print(f"  amnesic {name}/{prop} at {layer}: rank {res['rank']}", flush=True)
+        d, _ = run_stage(out, f"amnesic_{name}", {"store": e["store_key"], **dict(a),
+                                                  "probe": cfg.probe.config, "seed": cfg.seed},
+                         go)
+        results[name] = {f[:-5]: json.load(open(os.path.join(d, f)))
+                         for f in sorted(os.listdir(d)) if f.endswith(".json")}
+    return results
+
+
+def first_per_speaker(store, n: int) -> np.ndarray:
+    """Store rows of the first ``n`` utterances of every speaker."""
+    seen: dict = {}
+    keep = []
+    for i, s in enumerate(store.column("speaker")):
+        if seen.get(s, 0) < n:
+            seen[s] = seen.get(s, 0) + 1
+            keep.append(i)
+    return np.asarray(keep)
+
+
+def subset_task(store, task: str, keep: np.ndarray, seed: int):
+    """``prepare_task`` on the store, restricted to the rows ``keep`` (rows renumbered to
+    positions in ``keep``); speaker identity re-split by utterance within the subset."""
+    import dataclasses
+
+    from speechinterp.corpus import splits
+    from speechinterp.probes import data as D
+    td = D.prepare_task(store, task, seed)
+    pos = np.full(len(store), -1)
+    pos[keep] = np.arange(len(keep))
+    sel = pos[td.rows] >= 0
+    split = td.split[sel]
+    if task in D.SPEAKER_TASKS:
+        split = splits.stratified_split(td.y[sel], seed, splits.PROBE_FRACTIONS)
+    return dataclasses.replace(td, rows=pos[td.rows][sel], y=td.y[sel], split=split,
+                               groups=None if td.groups is None else td.groups[sel])
 
 
 # ----------------------------------------------------------------------------- analyses
@@ -499,8 +585,10 @@ def main(argv):
         e["architecture"] = encoders.architecture(e["family"])
     extract_all(cfg, out, encs, manifest, corpus_key)
     probe_all(cfg, out, encs)
+    amnesic = amnesic_all(cfg, out, encs, manifest)
     t = time.perf_counter()
     summary = analyse(cfg, encs, manifest)
+    summary["amnesic"] = amnesic
     STAGE_TIMES["analysis"] = time.perf_counter() - t
     if cfg.get("recorded") and cfg.recorded.enabled:
         summary["recorded"] = recorded_corpus_study(cfg, out, encs, summary)

@@ -46,6 +46,17 @@ def test_tiny_study_end_to_end(tmp_path):
     assert len(res["findings"]) == 9
     assert res["eer"]["ge2e"]["eer"][-1] < res["eer"]["ge2e_random"]["eer"][-1]
     assert res["bias"]["cnn_accent"]["masked_neurons"] > 0
+    # issue 15: every ranking method for gender and channel, and amnesic probing in GE2E
+    g = res["encoders"]["ge2e"]["probes"]["gender"]
+    assert set(g["by_ranking"]) == {"per_neuron", "probeless", "iou", "gaussian"}
+    assert "by_ranking" not in res["encoders"]["ge2e"]["probes"]["speaker"]
+    am = res["amnesic"]["ge2e"]["gender"]
+    assert am["eraser_check"]["accuracy_after"] < am["eraser_check"]["accuracy_before"]
+    assert set(am["tasks"]) == {"gender", "speaker", "language", "channel"}
+    report = open(os.path.join(out, "report.md")).read()
+    assert "## Methods: how far neuron rankings agree" in report
+    assert "## What later layers use: amnesic probing" in report
+    assert os.path.getsize(os.path.join(out, "figures", "ranking_agreement.png")) > 0
     # a rerun skips every finished stage
     r2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert r2.returncode == 0 and "running" not in "".join(

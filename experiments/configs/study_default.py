@@ -75,9 +75,23 @@ def get_config():
     # 3 seeds side by side give the seed spread and the ranking stability
     # (random-weights copies, layer-wise only, train random_seeds: they are baselines, and
     # their intervals come from the bootstrap over test speakers)
+    # rankings: every ranking method's ablation and minimal subset, and their agreement, for
+    # ranking_properties (the others: weight_mass only); the Gaussian intrinsic probe picks its
+    # first gaussian_greedy neurons greedily
     c.probe = ml_collections.ConfigDict({"config": "default", "delta": 0.01, "seeds": 3,
                                          "random_seeds": 1,
-                                         "per_neuron": False})
+                                         "per_neuron": False,
+                                         "rankings": "weight_mass,per_neuron,probeless,iou,"
+                                                     "gaussian",
+                                         "ranking_properties": ("gender", "channel"),
+                                         "gaussian_greedy": 20})
+    # 6. amnesic probing (Elazar et al. 2021): LEACE-erase each property at the middle layer
+    #    inside the encoder, re-extract per_speaker utterances of every speaker, and probe the
+    #    tasks at that layer and later, against erasing a random subspace of the same rank
+    c.amnesic = ml_collections.ConfigDict({
+        "enabled": True, "encoders": ("whisper_tiny", "whisper_base", "ge2e"),
+        "properties": ("gender", "channel"),
+        "tasks": ("gender", "speaker", "language", "channel"), "per_speaker": 3})
     c.bias = ml_collections.ConfigDict({"protected": "gender", "salient_fraction": 0.05})
     c.verification = ml_collections.ConfigDict({"max_trials": 20000})
     return c

@@ -419,3 +419,31 @@ def best_layer_corpora_figure(summary, recorded):
                         "random weights; error bars: 95% CI)",
                         figsize=(max(12, 1.2 * sum(count) + 6), 4),
                         gridspec_kw={"width_ratios": [max(c, 1.5) for c in count]})
+
+
+def ranking_agreement_figure(summary):
+    """Top-5% overlap between the neuron-ranking methods, per encoder and property (the
+    numbers), with the chance level in the title; Fan et al. (NeurIPS 2023) compare methods so."""
+    panels = [(f"{n} / {p}", r["ranking_agreement"])
+              for n, e in summary["encoders"].items() for p, r in e.get("probes", {}).items()
+              if r.get("ranking_agreement")]
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels), 3.6, 3.3)
+    for ax, (title, ag) in zip(axes, panels):
+        ms = ag["methods"]
+        M = np.eye(len(ms))
+        for pr in ag["pairs"]:
+            i, j = ms.index(pr["a"]), ms.index(pr["b"])
+            M[i, j] = M[j, i] = pr["top5_overlap"]
+        ax.imshow(M, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(ms)):
+            for j in range(len(ms)):
+                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="w" if M[i, j] < 0.5 else "k")
+        ax.set_xticks(range(len(ms)), ms, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(ms)), ms, fontsize=7)
+        ax.set_title(f"{title}\n(chance {ag['chance']['top5_overlap']:.3f})", fontsize=8)
+    fig.suptitle("Top-5% neuron overlap between ranking methods")
+    fig.tight_layout()
+    return fig

@@ -41,6 +41,7 @@ def _corpus_figures(summary) -> dict:
     figs["eer.png"] = plots.eer_figure(summary)
     figs["bias.png"] = plots.bias_figure(summary)
     figs["best_layer.png"] = plots.best_layer_figure(summary)
+    figs["ranking_agreement.png"] = plots.ranking_agreement_figure(summary)
     return {k: v for k, v in figs.items() if v is not None}
 
 
@@ -98,6 +99,7 @@ def markdown(summary, figure_names, config) -> str:
     else:
         L += _layerwise_section(summary, "## Layer-wise results: built-in espeak corpus")
         L += _layerwise_section(rec, "## Layer-wise results: recorded human speech")
+    L += _methods_section(summary) + _amnesic_section(summary)
     L += _eer_section(summary) + _bias_section(summary)
     if summary.get("stage_times_s"):
         L += ["## Stage times (s)", ""]
@@ -623,3 +625,105 @@ def _inline(text: str, figure_dir: str) -> str:
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
     t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+METHODS_NOTE = (
+    "Neurons ranked five ways, each method's top / random / bottom ablation and minimal subset "
+    "trained in the same call: `weight_mass` (NeuroX, the oracle probe's weights), "
+    "`per_neuron` (the dev accuracy of each neuron's own probe), `probeless` (Antverg & "
+    "Belinkov 2022: class-mean differences), `iou` (Na et al. 2019: overlap of a neuron's top "
+    "5% activations with a class), `gaussian` (Torroba Hennigen et al. 2020: greedy "
+    "selection under a Gaussian intrinsic probe). Agreement is the share of one method's top "
+    "1% / 5% that is in the other's, and the Spearman correlation of the ranks (Fan et al. "
+    "2023); chance is what two random rankings give. `weight_mass`'s own seed-to-seed "
+    "stability is shown beside it: the data-only methods and `per_neuron` are deterministic "
+    "given the split, so their seed stability is 1 by construction.")
+
+
+def _methods_section(summary) -> list:
+    """Agreement between ranking methods and which finds the smallest minimal subset."""
+    rows = [(n, p, r) for n, e in summary["encoders"].items()
+            for p, r in e.get("probes", {}).items() if r.get("ranking_agreement")]
+    if not rows:
+        return []
+    L = ["## Methods: how far neuron rankings agree", "", METHODS_NOTE, "",
+         "| encoder | property | pair | top-1% overlap | top-5% overlap | Spearman |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    for n, p, r in rows:
+        ag = r["ranking_agreement"]
+        for pr in ag["pairs"]:
+            L.append(f"| {n} | {p} | {pr['a']} ~ {pr['b']} | {pr['top1_overlap']:.2f} | "
+                     f"{pr['top5_overlap']:.2f} | {pr['spearman']:.2f} |")
+        ch = ag["chance"]
+        L.append(f"| {n} | {p} | chance | {ch['top1_overlap']:.3f} | {ch['top5_overlap']:.3f} "
+                 f"| 0 |")
+        st = r.get("ranking_stability")
+        if st:
+            L.append(f"| {n} | {p} | weight_mass seed ~ seed | {st['top1_overlap']:.2f} | "
+                     f"{st['top5_overlap']:.2f} | {st['spearman']:.2f} |")
+    methods = rows[0][2]["ranking_agreement"]["methods"]
+    L += ["", "### Which ranking finds the smallest minimal subset", "",
+          "The smallest top-n prefix of each ranking whose retrained probe reaches the oracle's "
+          "dev accuracy (less 1%), with its test accuracy and interval. A smaller subset at an "
+          "overlapping accuracy interval means a ranking that puts the property's neurons "
+          "first.", "",
+          "| encoder | property | " + " | ".join(methods) + " | smallest |",
+          "| --- | --- | " + " | ".join("---" for _ in methods) + " | --- |"]
+    for n, p, r in rows:
+        subs = {m: (r if m == methods[0] else r["by_ranking"][m])["minimal_subset"]
+                for m in methods if m == methods[0] or m in r.get("by_ranking", {})}
+        cells = [f"{s['size']} ({_acc(s['accuracy'], s.get('accuracy_ci95'))})"
+                 for s in subs.values()]
+        best = min(subs.values(), key=lambda s: s["size"])["size"]
+        smallest = ", ".join(m for m, s in subs.items() if s["size"] == best)
+        L.append(f"| {n} | {p} | " + " | ".join(cells) + f" | {smallest} |")
+    return L + [""]
+
+
+AMNESIC_NOTE = (
+    "Amnesic probing (Elazar et al. 2021): the property is erased at one layer inside the "
+    "encoder with LEACE (Belrose et al. 2023, fitted on the stored train vectors of that "
+    "layer), and every later layer is recomputed from the erased representation. Each task is "
+    "then probed at that layer and after it: *original* (no erasure), *erased*, and *random* "
+    "(a random subspace of the same rank erased: the control). A later layer *uses* what was "
+    "erased only if the erased accuracy falls below the random control's, interval to "
+    "interval; if the erased accuracy recovers at later layers, the property is recomputed "
+    "non-linearly. The check row says whether the erasure worked where it was applied: a fresh "
+    "probe on the erased layer at the majority baseline within its interval.")
+
+
+def _variant(v) -> str:
+    return _acc(v["accuracy"], v.get("accuracy_ci95"))
+
+
+def _amnesic_section(summary) -> list:
+    am = summary.get("amnesic") or {}
+    if not any(am.values()):
+        return []
+    L = ["## What later layers use: amnesic probing", "", AMNESIC_NOTE, ""]
+    for enc, by_prop in am.items():
+        for prop, r in by_prop.items():
+            ch = r["eraser_check"]
+            worked = ("the erased layer's probe falls to the majority baseline"
+                      if ch.get("after_covers_majority") else
+                      "the erased layer's probe stays above the majority baseline: the "
+                      "erasure is incomplete")
+            L += [f"### {enc}: {prop} erased at {r['layer']} (rank {r['rank']}, "
+                  f"{r.get('num_utterances', '?')} utterances)", "",
+                  f"Check at {r['layer']}: {prop} accuracy "
+                  f"{_acc(ch['accuracy_before'], ch.get('accuracy_before_ci95'))} before, "
+                  f"{_acc(ch['accuracy_after'], ch.get('accuracy_after_ci95'))} after, "
+                  f"majority {_f(ch['majority_accuracy'])}: {worked}.", "",
+                  "| task | layer | original | erased | random | erased below random |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+            for task, t in r["tasks"].items():
+                for row in t["layers"]:
+                    e_hi = (row["erased"].get("accuracy_ci95") or [None, None])[1]
+                    r_lo = (row["random"].get("accuracy_ci95") or [None, None])[0]
+                    below = ("yes" if e_hi is not None and r_lo is not None and e_hi < r_lo
+                             else "no" if e_hi is not None and r_lo is not None else "n/a")
+                    L.append(f"| {task} | {row['name']} | {_variant(row['original'])} | "
+                             f"{_variant(row['erased'])} | {_variant(row['random'])} | "
+                             f"{below} |")
+            L.append("")
+    return L

@@ -205,7 +205,8 @@ def oracle_stage(arrays: TaskArrays, trained: E.Trained, cfg: ProbeConfig) -> Or
 
 
 def ranking_stage(arrays: TaskArrays, oracle: Oracle, rankings, cfg: ProbeConfig, *,
-                  search_stride: int, seed: int, per_neuron: bool, sample_bytes: float):
+                  search_stride: int, seed: int, per_neuron: bool, sample_bytes: float,
+                  gaussian_greedy: int = GAUSSIAN_GREEDY):
     """Each ranking method's ordering of all neurons, the stability of the weight-mass
     ranking over seeds, and the per-neuron probes' dev accuracies (or None). The data-only
     methods read the training rows (a random sample of at most ``sample_bytes`` of them when
@@ -227,7 +228,7 @@ def ranking_stage(arrays: TaskArrays, oracle: Oracle, rankings, cfg: ProbeConfig
         Xt, yt = arrays.X.rows(rows), arrays.Y[0, rows]
         w = np.ones(len(rows), np.float32)
         for m in data_methods:
-            kw = {"k": min(GAUSSIAN_GREEDY, K)} if m == "gaussian" else {}
+            kw = {"k": min(gaussian_greedy, K)} if m == "gaussian" else {}
             orderings[m] = RM.ordering_from_data(m, Xt, yt, w, arrays.num_classes, **kw)
         del Xt
     return ({m: orderings[m] for m in rankings}, by_seed[0][1], stability, neuron_dev_acc)
@@ -297,7 +298,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
                 ablation_pcts=ABLATION_PCTS, band_cost: float = 3000.0,
                 layerwise_only: bool = False, per_neuron: bool = True,
                 rankings=("weight_mass",), memory_budget_gb: float | None = None,
-                devices=None, progress: Callable[[str], None] | None = None):
+                devices=None, gaussian_greedy: int = GAUSSIAN_GREEDY,
+                progress: Callable[[str], None] | None = None):
     """Run the whole protocol of docs/method.md for one task on one store.
 
     ``rankings``: the ranking methods (:data:`RANKINGS`) whose top / random / bottom ablation
@@ -365,7 +367,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     say("ranking")
     orderings, cutoffs, stability, neuron_dev_acc = ranking_stage(
         arrays, oracle, rankings, cfg, search_stride=search_stride, seed=seed,
-        per_neuron=per_neuron, sample_bytes=(budget or np.inf) / 4)
+        per_neuron=per_neuron, sample_bytes=(budget or np.inf) / 4,
+        gaussian_greedy=gaussian_greedy)
     clock.lap("ranking")
 
     say("ablation")
