@@ -32,6 +32,7 @@ import numpy as np
 from jax.sharding import SingleDeviceSharding
 
 from speechinterp.probes import elastic_net as EN
+from speechinterp.probes import univariate as U
 from speechinterp.probes.data import aligned_empty
 from speechinterp.probes.features import Features, InMemory
 
@@ -378,36 +379,30 @@ def _predict_streamed(job: Job, X: Features, params: list, chunk_bytes: int) -> 
 
 
 # ----------------------------------------------------------------------------- per-neuron
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
-def _fit_neurons(X, y, w, l1, l2, key, *, num_classes, num_train, cfg):
-    fit = functools.partial(EN.fit_probe, num_classes=num_classes, num_train=num_train, cfg=cfg)
-    one = jnp.ones((1,), X.dtype)
-    return jax.vmap(lambda x: fit(x[:, None], y, w, one, l1, l2, key))(X.T)
+def neuron_dev_accuracy(arrays, lam, chunk_bytes: int = 256 << 20) -> np.ndarray:
+    """Dev accuracy [K] of a univariate probe on each neuron (all layers), each solved by
+    safeguarded Newton steps (:mod:`~.univariate`; ridge ``lam[1]``) instead of trained by
+    Adam; with a streamed X the Newton statistics are summed over chunks of training rows."""
+    ntr, N, K = arrays.num_train, arrays.X.shape[0], arrays.X.shape[1]
+    y, C = arrays.Y[0], arrays.num_classes
+    l2 = float(lam[1])
+    if arrays.X.in_memory:
+        X = arrays.X.array
+        P = U.fit_neurons(X[:ntr], y[:ntr], np.ones(ntr, np.float32), num_classes=C, l2=l2)
+        dev = ntr + np.flatnonzero(arrays.dev)
+        pred = U.predict_neurons(P, X[dev])
+    else:
+        step = max(1, chunk_bytes // (4 * K))
 
-
-@jax.jit
-def _predict_neurons(W, b, X):
-    def one(args):
-        x, w_, b_ = args
-        return jnp.argmax(x[:, None] * w_[0][None] + b_[None], -1)
-    return jax.lax.map(one, (X.T, W, b), batch_size=64)
-
-
-def neuron_dev_accuracy(arrays, lam, seed: int, cfg: EN.ProbeConfig) -> np.ndarray:
-    """Dev accuracy [K] of a univariate probe on each neuron (all layers)."""
-    X = arrays.X.array
-    ntr = arrays.num_train
-    w = (np.arange(X.shape[0]) < ntr).astype(np.float32)
-    Xj = jax.device_put(X)
-    P = _fit_neurons(Xj, arrays.Y[0], w, np.float32(lam[0]), np.float32(lam[1]),
-                     seed_keys(seed, 1)[0], num_classes=arrays.num_classes, num_train=ntr,
-                     cfg=cfg)
-    pred = np.asarray(_predict_neurons(P["W"], P["b"], Xj))[:, ntr:]
-    return _dev(pred, arrays)
-
-
-def _dev(pred, arrays):
-    return np.mean(pred[:, arrays.dev] == arrays.y_eval[arrays.dev], axis=-1)
+        def chunks():
+            for a in range(0, ntr, step):
+                r = np.arange(a, min(a + step, ntr))
+                yield arrays.X.rows(r), y[r], np.ones(len(r), np.float32)
+        P = U.fit_neurons_streamed(chunks, num_classes=C, l2=l2)
+        dev = ntr + np.flatnonzero(arrays.dev)
+        pred = np.concatenate([U.predict_neurons(P, arrays.X.rows(dev[a:a + step]))
+                               for a in range(0, len(dev), step)], axis=1)
+    return np.mean(pred == y[dev], axis=-1)
 
 
 def fit(X: np.ndarray, Y: np.ndarray, specs: ProbeSpecs, *, num_train: int, num_classes: int,

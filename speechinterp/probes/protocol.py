@@ -216,7 +216,7 @@ def ranking_stage(arrays: TaskArrays, oracle: Oracle, rankings, cfg: ProbeConfig
     stability = R.ranking_stability([o for o, _ in by_seed]) if len(by_seed) > 1 else None
     neuron_dev_acc = None
     if per_neuron or "per_neuron" in rankings:
-        neuron_dev_acc = E.neuron_dev_accuracy(arrays, oracle.lam, seed, cfg)
+        neuron_dev_acc = E.neuron_dev_accuracy(arrays, oracle.lam)
         orderings["per_neuron"] = R.accuracy_ordering(neuron_dev_acc)
     data_methods = [m for m in rankings if m in RM.DATA_METHODS]
     if data_methods:
