@@ -62,6 +62,7 @@ FULL_MAX_CLASSES = 32        # exact 2C x 2C Newton step up to here, per-class 2
 DEFAULT_L2 = 1e-5
 DEFAULT_TOL = 1e-6
 _BUDGET = 1 << 22            # floats of one [neurons, rows, classes] temporary in a block
+_CACHE = 1 << 18             # floats of one [neurons, row chunk, classes] temporary, C > 32
 _MIN_STEP = 1.0 / 1024       # a neuron whose step was halved below this stops
 
 
@@ -102,7 +103,7 @@ def _init_block(xT, y, w, num_classes):
             "q": jnp.sum(wx * xT, -1)}
 
 
-def _stats_block(W, b, xT, y, w):
+def _stats_rows(W, b, xT, y, w):
     """Row sums at (W, b) [B, C] over x [B, N]: n, loss = sum w CE [B], A = sum w p {x^2, x, 1}
     [B, C, 3], Y = sum w y {x, 1} [B, C, 2], and for the exact step P = sum w p_c p_c'
     {x^2, x, 1} [B, 3C, C] (A is then its row sums: sum_c' p_c' = 1), else Q = sum w p^2
@@ -116,8 +117,9 @@ def _stats_block(W, b, xT, y, w):
     p = e / s
     lse = (m + jnp.log(s))[..., 0]                                      # [B, N]
     Ys = jnp.stack([(xT * w) @ Y, jnp.broadcast_to(w @ Y, (B, C))], -1)
-    # sum w CE = sum w logsumexp(z) - sum_c (W_c sum w y_c x + b_c sum w y_c)
-    loss = lse @ w - jnp.sum(W * Ys[..., 0] + b * Ys[..., 1], -1)
+    yi = jnp.clip(y, 0, C - 1)
+    zy = xT * jnp.take(W, yi, axis=1) + jnp.take(b, yi, axis=1)        # [B, N] true-class logit
+    loss = (lse - zy) @ w                      # per-row CE first: no cancellation between sums
     phi = jnp.stack([xT * xT * w, xT * w, jnp.broadcast_to(w, xT.shape)], -1)   # [B, N, 3]
     out = {"n": jnp.broadcast_to(w.sum(), (B,)), "loss": loss, "Y": Ys}
     if C <= FULL_MAX_CLASSES:
@@ -128,6 +130,24 @@ def _stats_block(W, b, xT, y, w):
         AQ = jnp.einsum("bnc,bnk->bck", jnp.concatenate([p, p * p], -1), phi)
         out["A"], out["Q"] = AQ[:, :C], AQ[:, C:]
     return out
+
+
+def _stats_block(W, b, xT, y, w):
+    """:func:`_stats_rows`; for C > FULL_MAX_CLASSES summed over row chunks (lax.scan) whose
+    [B, rows, C] temporaries stay in cache (~4x faster for C ~ 1,000)."""
+    B, C = W.shape
+    N = xT.shape[1]
+    R = max(64, _CACHE // (B * C))
+    if C <= FULL_MAX_CLASSES or R >= N:
+        return _stats_rows(W, b, xT, y, w)
+    k = -(-N // R)
+    pad = k * R - N
+    xs = jnp.pad(xT, ((0, 0), (0, pad))).reshape(B, k, R).transpose(1, 0, 2)
+    ys, ws = jnp.pad(y, (0, pad)).reshape(k, R), jnp.pad(w, (0, pad)).reshape(k, R)
+    zero = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                  jax.eval_shape(_stats_rows, W, b, xs[0], ys[0], ws[0]))
+    return jax.lax.scan(lambda acc, a: (add_stats(acc, _stats_rows(W, b, *a)), None), zero,
+                        (xs, ys, ws))[0]
 
 
 def _blocked(fn, xT, *per_neuron, block):
@@ -157,7 +177,8 @@ def init_stats(X, y, w, *, num_classes: int) -> dict:
 def newton_stats(params, X, y, w) -> dict:
     """Sums over the rows of a chunk X [N, D] at the probes ``params`` (or the state of
     :func:`newton_update`: its candidate ``W_try, b_try``): n, loss = sum w CE [D], A [D, C, 3],
-    Y [D, C, 2], and for C <= FULL_MAX_CLASSES P [D, 3C, C] (see :func:`_stats_block`).
+    Y [D, C, 2], and P [D, 3C, C] for C <= FULL_MAX_CLASSES, else Q [D, C, 3] (see
+    :func:`_stats_rows`).
     Chunks add (:func:`add_stats`)."""
     W, b = params.get("W_try", params["W"]), params.get("b_try", params["b"])
     xT = X.T
