@@ -40,6 +40,11 @@ _POOL = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2)))
 _AOT: dict = {}
 
 
+def submit(fn, *args, **kwargs):
+    """Run ``fn`` in the engine's background threads (compilations, batch plans): a future."""
+    return _POOL.submit(fn, *args, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeSpecs:
     """P probes: probe p reads columns ``[lo[p], hi[p])`` of X, predicts label row

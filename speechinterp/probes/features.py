@@ -184,15 +184,22 @@ class TaskArrays:
         return self.data.split == D.TRAIN
 
 
+def engine_order(td: D.TaskData) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's row order of a task (training rows first, then the others, each in task
+    order) and its inverse: (order, row_of) with ``row_of[order] = arange``."""
+    order = np.argsort(td.split != D.TRAIN, kind="stable")
+    row_of = np.empty(len(order), np.int32)
+    row_of[order] = np.arange(len(order))
+    return order, row_of
+
+
 def task_arrays(store: Store, td: D.TaskData, seed: int = 0,
                 memory_budget_bytes: float | None = None) -> TaskArrays:
     """:class:`TaskArrays` for the task ``td`` (:func:`~.data.prepare_task`): X in memory, or
     :class:`Streamed` when X (held twice at most by the protocol: all layers, then in ranking
     order) would exceed ``memory_budget_bytes``."""
     train0 = td.split == D.TRAIN
-    order = np.argsort(~train0, kind="stable")
-    row_of = np.empty(len(order), np.int32)
-    row_of[order] = np.arange(len(order))
+    order, row_of = engine_order(td)
     y, split = td.y[order], td.split[order]
     ntr = int(train0.sum())
     ev_split = split[ntr:]

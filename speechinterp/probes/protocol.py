@@ -34,7 +34,7 @@ from speechinterp.probes import engine as E
 from speechinterp.probes import ranking as R
 from speechinterp.probes import ranking_methods as RM
 from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig, setting_name
-from speechinterp.probes.features import TaskArrays, task_arrays
+from speechinterp.probes.features import TaskArrays, engine_order, task_arrays
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
@@ -337,14 +337,17 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     if not layerwise_only:
         layout = subset_probes(np.union1d(sizes, pct_sizes), pct_sizes, ntot, len(rankings))
         job2 = E.plan(layout.specs, num_cols=layout.num_cols, seeds=1, **shape)
+    # every seed's mini-batches, drawn in the background while the data loads
+    plans = E.submit(E.batch_plans, seed, td.split == D.TRAIN, engine_order(td)[1],
+                     seeds=seeds, cfg=cfg)
     arrays = task_arrays(store, td, seed, budget)
-    plans = E.batch_plans(seed, arrays.train_in_task_order, arrays.row_of, seeds=seeds, cfg=cfg)
     interval = Intervals(arrays.test_clusters, seed)
     majority_correct = arrays.y_test == D.majority_class(td)
     header = task_header(arrays, cfg, interval, majority_correct)
     clock.lap("load")
 
     say("layer-wise probes")
+    plans = plans.result()
     trained1 = E.train(job1, arrays.X, arrays.Y, plans, init_seed=seed)
     layer_rows, layer_lambdas, layer_spread = layerwise_stage(arrays, trained1, cfg, interval,
                                                               majority_correct)
