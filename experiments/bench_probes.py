@@ -55,6 +55,9 @@ flags.DEFINE_bool("cached", True, "Also time speechinterp a second time, its XLA
                   "read from the persistent compilation cache the first (cold) run filled, as "
                   "any later run on a store of the same shape (experiments.probe "
                   "--compilation_cache_dir); the cold row counts every compile.")
+flags.DEFINE_bool("ranking_methods", True, "Also time each neuron-ranking method over every "
+                  "neuron of the store (issue 15): weight mass, per-neuron probes, probeless, "
+                  "IoU, the Gaussian intrinsic probe and the vote, in a child process.")
 flags.DEFINE_bool("warm_file_cache", True, "Before timing, import each method's packages once "
                   "in a throwaway process, so that no timed run reads them from disk (the first "
                   "process to import jax or torch after a while can spend 1-2 s on disk reads).")
@@ -188,8 +191,44 @@ def run_method(method, store_path):
     raise ValueError(method)
 
 
+def time_rankings(store_path) -> dict:
+    """Seconds of each ranking method over every neuron of the store's task ``prop`` (train
+    rows, standardised as the probes see them): NeuroX weight mass (on an oracle-shaped weight
+    matrix), per-neuron probes (Newton, with their dev accuracy), probeless, IoU, the Gaussian
+    intrinsic probe (greedy over the first protocol.GAUSSIAN_GREEDY neurons) and the vote."""
+    from speechinterp import store as S
+    from speechinterp.probes import data as D
+    from speechinterp.probes import engine as E
+    from speechinterp.probes import protocol, ranking as R, ranking_methods as RM
+    from speechinterp.probes.features import task_arrays
+    st = S.open_store(store_path)
+    arrays = task_arrays(st, D.prepare_task(st, "prop", 0), 0)
+    ntr, C = arrays.num_train, arrays.num_classes
+    X, y = arrays.X.array[:ntr], arrays.Y[0, :ntr]
+    w = np.ones(ntr, np.float32)
+    W = np.random.default_rng(0).normal(size=(X.shape[1], C))
+    out, orderings = {}, {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        orderings[name] = fn()
+        out[name] = time.perf_counter() - t
+    timed("weight_mass", lambda: R.weight_mass_ordering(W)[0])
+    timed("per_neuron", lambda: R.accuracy_ordering(E.neuron_dev_accuracy(arrays, (1e-5, 1e-5))))
+    for m in RM.DATA_METHODS:
+        kw = {"k": protocol.GAUSSIAN_GREEDY} if m == "gaussian" else {}
+        timed(m, lambda m=m, kw=kw: RM.ordering_from_data(m, X, y, w, C, **kw))
+    t = time.perf_counter()
+    RM.voted_ranking(orderings)
+    out["voted"] = time.perf_counter() - t
+    return out
+
+
 def main(argv):
     del argv
+    if FLAGS.child and FLAGS.child.startswith("rankings:"):
+        print("RESULT " + json.dumps(time_rankings(FLAGS.child.split(":", 1)[1])))
+        return
     if FLAGS.child:
         method, path = FLAGS.child.split(":", 1)
         t0 = time.perf_counter()
@@ -239,6 +278,18 @@ def main(argv):
         if r.get("stages"):
             print("    stages (s, compilation overlapped): " + ", ".join(
                 f"{k} {v:.1f}" for k, v in r["stages"].items()), flush=True)
+    if FLAGS.ranking_methods:
+        out = subprocess.run([sys.executable, "-m", "experiments.bench_probes",
+                              f"--child=rankings:{path}"], capture_output=True, text=True,
+                             env=thread_env(FLAGS.threads))
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if line:
+            secs = json.loads(line[-1][7:])
+            print(f"ranking methods over all {st.num_layers} x {max(st.dims)} neurons "
+                  f"(s, first call, compilation included): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in secs.items()), flush=True)
+        else:
+            print(f"ranking methods: failed\n{out.stderr[-3000:]}", flush=True)
     for o in [m for m in res if m.startswith("speechinterp")]:
         ours = res[o]
         for m, r in res.items():
