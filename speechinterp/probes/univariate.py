@@ -27,7 +27,7 @@ posterior is exactly a softmax with W_c = mu_c / s^2, b_c = log pi_c - mu_c^2 / 
   the Hessian makes it invertible without changing the Newton step.
 * larger C: a 2x2 Newton block per class, the diagonal blocks of the Hessian (block-Jacobi:
   the coupling ``-p_c p_c'`` between classes is left out), with O(C) memory per neuron instead
-  of O(C^2); it converges linearly (~15-30 passes where the exact step needs ~4), which the
+  of O(C^2); it converges linearly (~15-20 passes where the exact step needs ~4), which the
   safeguard below keeps monotone.
 
 Both are safeguarded: a step is accepted only if the objective does not increase, otherwise it
@@ -69,7 +69,7 @@ _MIN_STEP = 1.0 / 1024       # a neuron whose step was halved below this stops
 def default_iterations(num_classes: int) -> int:
     """Newton passes (the most; neurons stop earlier at ``tol``): quadratic convergence for the
     exact step, a linear rate for the block-diagonal one."""
-    return 12 if num_classes <= FULL_MAX_CLASSES else 30
+    return 12 if num_classes <= FULL_MAX_CLASSES else 20
 
 
 def _block_size(rows: int, num_classes: int, width: int, full: bool | None = None) -> int:
