@@ -2,12 +2,14 @@
 
     python -m experiments.probe --store=DIR --task=gender[,speaker,...] --out=DIR
         [--config=default|neurox] [--delta=0.01] [--seeds=1] [--search_stride=100]
-        [--ranking=weight_mass[,per_neuron,...]] [--memory_budget_gb=GB] [--distributed]
+        [--ranking=weight_mass[,per_neuron,...]] [--memory_budget_gb=GB]
+        [--distributed [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]]
         (or: speechinterp probe ...)
 
 Probes train on every device JAX sees (``jax.devices()``); with ``--distributed`` each host
-of a multi-host job calls ``jax.distributed.initialize()`` first (its environment names the
-coordinator, as on Cloud TPU or SLURM) and trains the probes of its own devices. With
+of a multi-host job calls ``jax.distributed.initialize()`` first (given the coordinator, or
+found by JAX on Cloud TPU or SLURM), trains the probes of its own devices, and process 0
+writes the results. With
 ``--memory_budget_gb`` a store whose features would not fit in that much host memory is
 streamed from its memory maps through the whole protocol.
 
@@ -51,6 +53,9 @@ flags.DEFINE_list("ranking", ["weight_mass"],
 flags.DEFINE_float("memory_budget_gb", None, "Host memory for the store's features; a store "
                    "that needs more is streamed from its memory maps (default: load it).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's HOST:PORT.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
 flags.DEFINE_bool("overwrite", False, "Replace --out when it holds something else.")
 cli.positive("seeds", "search_stride", "memory_budget_gb")
 cli.fraction("delta", closed=False)
@@ -105,7 +110,21 @@ def write_task(out_dir, results, details):
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments {argv[1:]}: pass flags as --name=value")
-    check_out(FLAGS.out, FLAGS.task, FLAGS.overwrite)
+    unknown = [m for m in FLAGS.ranking if m not in protocol.RANKINGS]
+    if unknown or not FLAGS.ranking:
+        raise cli.UserError(f"--ranking: unknown method(s) {unknown}; use one or more of "
+                            f"{', '.join(protocol.RANKINGS)}")
+    import jax
+    if FLAGS.distributed:
+        # cross-process collectives for CPU devices (no effect on GPU / TPU ones), set before
+        # any backend starts
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
+    lead = jax.process_index() == 0      # every host trains its share; process 0 writes
+    if lead:
+        check_out(FLAGS.out, FLAGS.task, FLAGS.overwrite)
     store = store_lib.open_store(FLAGS.store)
     # tasks without a column: named before any work or progress bar; the others still run
     missing = [t for t in FLAGS.task if not store.has_column(t)]
@@ -118,16 +137,8 @@ def main(argv):
         print(f"error: {msg}", file=sys.stderr)
     tasks = [t for t in FLAGS.task if t not in missing]
     if FLAGS.compilation_cache_dir:
-        import jax
         jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    unknown = [m for m in FLAGS.ranking if m not in protocol.RANKINGS]
-    if unknown or not FLAGS.ranking:
-        raise cli.UserError(f"--ranking: unknown method(s) {unknown}; use one or more of "
-                            f"{', '.join(protocol.RANKINGS)}")
-    if FLAGS.distributed:
-        import jax
-        jax.distributed.initialize()
     cfg = elastic_net.CONFIGS[FLAGS.config]
     failed = list(missing)
     for task in tasks:
@@ -154,6 +165,8 @@ def main(argv):
         except (TaskError, store_lib.StoreError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed.append(task)
+            continue
+        if not lead:
             continue
         write_task(os.path.join(FLAGS.out, task), results, details)
         if "oracle" in results:

@@ -76,3 +76,39 @@ def test_inconsistent_store_fails_before_probing(store_with_gaps, tmp_path):
     np.save(os.path.join(bad, "layer_1.npy"), np.zeros((10, 16), np.float32))
     r = run_probe(f"--store={bad}", "--task=prop", f"--out={tmp_path / 'o'}")
     assert r.returncode != 0 and "layer_1.npy has 10 rows but utterances.csv has 400" in r.stderr
+
+
+def test_two_process_probing_equals_one_process(tmp_path):
+    """--distributed on two real processes (jax.distributed over localhost, gloo collectives):
+    each process trains the probe groups of its own device, the predictions and the oracle's
+    weights are gathered, and process 0 alone writes results equal to a one-process run."""
+    import socket
+    st = str(tmp_path / "store")
+    synthetic.planted_store(st, num_utterances=400, num_speakers=20, dims=(16, 24, 20),
+                            signal_layer=1, signal_neurons=(3, 7), strength=4.0)
+    args = ["-m", "experiments.probe", f"--store={st}", "--task=prop", "--config=neurox",
+            "--noper_neuron"]
+    one = str(tmp_path / "one")
+    r = subprocess.run([sys.executable, *args, f"--out={one}"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    two = str(tmp_path / "two")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, *args, f"--out={two}", "--distributed",
+                               f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                               f"--process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    a = json.load(open(os.path.join(one, "prop", "results.json")))
+    b = json.load(open(os.path.join(two, "prop", "results.json")))
+    det = json.load(open(os.path.join(two, "prop", "details.json")))
+    assert len(det["devices"]) == 2
+    for x, y in zip(a["layers"] + [a["oracle"], a["minimal_subset"]],
+                    b["layers"] + [b["oracle"], b["minimal_subset"]]):
+        assert abs(x["accuracy"] - y["accuracy"]) < 1e-6, (x, y)
+    assert a["ranking"] == b["ranking"]
