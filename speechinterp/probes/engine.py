@@ -351,12 +351,12 @@ def train(job: Job, X: Features, Y: np.ndarray, plans, *, init_seed: int,
             preds.append(None)
     if streams is not None:
         local = [i for i, g in enumerate(job.groups) if g.local]
+        bands = {gi: jax.device_put(job.groups[gi].bands, job.groups[gi].device) for gi in local}
         for Xb, Yb, wb in streams:
             for j, gi in enumerate(local):
-                g = job.groups[gi]
-                put = functools.partial(jax.device_put, device=g.device)
+                put = functools.partial(jax.device_put, device=job.groups[gi].device)
                 params[gi], states[j] = _stream_step(
-                    params[gi], states[j], put(g.bands), put(Xb), put(Yb), put(wb),
+                    params[gi], states[j], bands[gi], put(Xb), put(Yb), put(wb),
                     cfg=job.cfg, steps_per_epoch=statics["steps_per_epoch"])
         preds = _predict_streamed(job, X, params, eval_chunk_bytes)
     out = np.zeros((S, len(job.specs), X.shape[0] - ntr), np.int32)
