@@ -1,0 +1,118 @@
+"""Host memory of the streamed protocol is bounded by ``memory_budget_gb``, not by the store.
+
+Each run is its own process (peak RSS = that process's ``VmHWM``, which starts afresh at exec;
+``ru_maxrss`` where there is no /proc), and the stores are written by another process first, so
+that neither the writing nor the test runner's own memory counts. Two stores with the same
+layers, one twice the rows of the other, both at least 2x the budget: the streamed protocol's
+peak must not grow with the store; the in-memory run of the larger store is the check that
+the measurement sees a store's size at all.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DIMS = (256, 256, 256, 256)          # 4 KiB a row
+ROWS = {"small": 28_672, "large": 57_344}   # 112 and 224 MiB of float32 features
+BUDGET_GB = 0.05
+
+_BUILD = r"""
+import sys
+from speechinterp import synthetic
+out, n = sys.argv[1], int(sys.argv[2])
+synthetic.planted_store(out, num_utterances=n, num_speakers=64, dims=%r, signal_layer=2,
+                        signal_neurons=(3, 7, 11), num_classes=3, strength=4.0)
+""" % (DIMS,)
+
+_RUN = r"""
+import dataclasses, json, resource, sys
+
+
+def peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+from speechinterp.probes import elastic_net
+from speechinterp.probes.protocol import run_probing
+from speechinterp.store import open_store
+
+path, budget = sys.argv[1], (None if sys.argv[2] == "none" else float(sys.argv[2]))
+cfg = dataclasses.replace(elastic_net.NEUROX, epochs=1, batch_size=2048)
+stages = {}
+base = peak_mb()
+results, details = run_probing(open_store(path, check_values=False), "prop", cfg, seed=0, seeds=1,
+                               memory_budget_gb=budget, per_neuron=False,
+                               progress=lambda s: stages.__setitem__(s, peak_mb()))
+print(json.dumps({"peak_mb": peak_mb(), "imports_mb": base, "streamed": details["streamed"],
+                  "peak_before_stage_mb": stages, "timings_s": details["timings_s"],
+                  "oracle": results["oracle"]["accuracy"]}))
+"""
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    return env
+
+
+def _python(code, *args):
+    p = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streamed_memory")
+    out = {}
+    for name, n in ROWS.items():
+        out[name] = str(root / name)
+        _python(_BUILD, out[name], n)
+    return out
+
+
+def _run(store, budget):
+    return json.loads(_python(_RUN, store, "none" if budget is None else budget)
+                      .strip().splitlines()[-1])
+
+
+# Fails today (peak RSS large - small: +71 MB for +112 MB of store at a 0.05 GB budget;
+# per-stage high-water marks are in the assertion message). Each function's own transient peak
+# above the RSS before its call (VmHWM reset through /proc/self/clear_refs), small -> large store:
+# * features.streamed_stats: 134 -> 275 MB. It reads chunk_bytes=64 MiB of float32 rows of a
+#   layer as float64 (and x * x), a whole layer below that: ~4x the layer, up to ~256+ MiB;
+# * engine._predict_streamed: 63 -> 158 MB (call 1), 88 -> 345 MB (call 2). Its
+#   eval_chunk_bytes=256 MiB ignores the budget (run_probing passes none), so below that all the
+#   evaluation rows (30% of the store) are one chunk, read full-width, np.take'n to the call's
+#   columns (1.5x for call 2) and copied again per band by XLA;
+# * protocol.zero_out_stage: 28 -> 56 MB: X.rows(test_rows) reads every test row at once (15% of
+#   the store), with no cap at all.
+# strict: once the streamed path honours the budget this passes and the mark must go.
+@pytest.mark.xfail(strict=True, reason="streamed stats / eval / zero-out buffers grow with "
+                   "the store, not bounded by memory_budget_gb (see the comment above)")
+@pytest.mark.slow
+def test_streamed_peak_rss_does_not_grow_with_the_store(stores):
+    mb = {k: 4 * n * sum(DIMS) / 2 ** 20 for k, n in ROWS.items()}
+    assert min(mb.values()) >= 2 * BUDGET_GB * 1024
+    small, large = _run(stores["small"], BUDGET_GB), _run(stores["large"], BUDGET_GB)
+    in_memory = _run(stores["large"], None)
+    report = json.dumps({"store_mb": mb, "small": small, "large": large,
+                         "in_memory": in_memory}, indent=1)
+    assert small["streamed"] and large["streamed"] and not in_memory["streamed"], report
+    # the measurement sees a store held in memory ...
+    assert in_memory["peak_mb"] - large["peak_mb"] >= 0.9 * mb["large"], report
+    # ... and the streamed peak does not follow the store's size
+    assert large["peak_mb"] - small["peak_mb"] < 0.25 * (mb["large"] - mb["small"]), report
