@@ -11,7 +11,7 @@ of a multi-host job calls ``jax.distributed.initialize()`` first (given the coor
 found by JAX on Cloud TPU or SLURM), trains the probes of its own devices, and process 0
 writes the results. With
 ``--memory_budget_gb`` a store whose features would not fit in that much host memory is
-streamed from its memory maps through the whole protocol.
+streamed from its layer files through the whole protocol.
 
 For each task writes OUT/TASK/: results.json (docs/formats.md), details.json (chosen lambdas,
 seed spread, per-neuron ranking, timings), table.md, layerwise.png, minimal_subset.png,
@@ -51,7 +51,7 @@ flags.DEFINE_list("ranking", ["weight_mass"],
                   f"the same calls: {', '.join(protocol.RANKINGS)}. The first fills ranking, "
                   "minimal_subset and ablation in results.json; the others go under by_ranking.")
 flags.DEFINE_float("memory_budget_gb", None, "Host memory for the store's features; a store "
-                   "that needs more is streamed from its memory maps (default: load it).")
+                   "that needs more is streamed from its files (default: load it).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
 flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's HOST:PORT.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")

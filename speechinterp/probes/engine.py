@@ -316,8 +316,7 @@ def _batches(X: Features, Y: np.ndarray, w: np.ndarray, idx: np.ndarray, valid: 
             yield cur
 
 
-def train(job: Job, X: Features, Y: np.ndarray, plans, *, init_seed: int,
-          eval_chunk_bytes: int = 256 << 20) -> Trained:
+def train(job: Job, X: Features, Y: np.ndarray, plans, *, init_seed: int) -> Trained:
     """Train every probe of ``job`` on X [N, K] (rows ``num_train:`` are the evaluation rows)
     and labels Y [T, N], one batch plan per seed (``plans``: idx, valid [S, steps, batch]),
     initial weights from ``init_seed`` (:func:`initial_params`)."""
@@ -358,7 +357,10 @@ def train(job: Job, X: Features, Y: np.ndarray, plans, *, init_seed: int,
                 params[gi], states[j] = _stream_step(
                     params[gi], states[j], bands[gi], put(Xb), put(Yb), put(wb),
                     cfg=job.cfg, steps_per_epoch=statics["steps_per_epoch"])
-        preds = _predict_streamed(job, X, params, eval_chunk_bytes)
+            # one step in flight per device: dispatch runs ahead otherwise, and every queued
+            # step holds its batch (host memory would grow with the store)
+            jax.block_until_ready([params[gi] for gi in local])
+        preds = _predict_streamed(job, X, params)
     out = np.zeros((S, len(job.specs), X.shape[0] - ntr), np.int32)
     for g, pred in zip(job.groups, preds):
         if pred is not None:
@@ -369,13 +371,12 @@ def train(job: Job, X: Features, Y: np.ndarray, plans, *, init_seed: int,
     return Trained(job, params, out)
 
 
-def _predict_streamed(job: Job, X: Features, params: list, chunk_bytes: int) -> list:
+def _predict_streamed(job: Job, X: Features, params: list) -> list:
     """Classes [S, P_g, N_eval] of every local group, the evaluation rows read in chunks."""
     ntr, N = job.num_train, X.shape[0]
-    step = max(1, chunk_bytes // (4 * X.shape[1]))
     parts = [[] for _ in job.groups]
-    for a in range(ntr, N, step):
-        Xc = X.rows(np.arange(a, min(a + step, N)))
+    for rows in X.chunks(np.arange(ntr, N)):
+        Xc = X.rows(rows)
         for gi, g in enumerate(job.groups):
             if g.local:
                 put = functools.partial(jax.device_put, device=g.device)
@@ -384,11 +385,11 @@ def _predict_streamed(job: Job, X: Features, params: list, chunk_bytes: int) -> 
 
 
 # ----------------------------------------------------------------------------- per-neuron
-def neuron_dev_accuracy(arrays, lam, chunk_bytes: int = 256 << 20) -> np.ndarray:
+def neuron_dev_accuracy(arrays, lam) -> np.ndarray:
     """Dev accuracy [K] of a univariate probe on each neuron (all layers), each solved by
     safeguarded Newton steps (:mod:`~.univariate`; ridge ``lam[1]``) instead of trained by
     Adam; with a streamed X the Newton statistics are summed over chunks of training rows."""
-    ntr, N, K = arrays.num_train, arrays.X.shape[0], arrays.X.shape[1]
+    ntr = arrays.num_train
     y, C = arrays.Y[0], arrays.num_classes
     l2 = float(lam[1])
     if arrays.X.in_memory:
@@ -397,16 +398,13 @@ def neuron_dev_accuracy(arrays, lam, chunk_bytes: int = 256 << 20) -> np.ndarray
         dev = ntr + np.flatnonzero(arrays.dev)
         pred = U.predict_neurons(P, X[dev])
     else:
-        step = max(1, chunk_bytes // (4 * K))
-
         def chunks():
-            for a in range(0, ntr, step):
-                r = np.arange(a, min(a + step, ntr))
+            for r in arrays.X.chunks(np.arange(ntr)):
                 yield arrays.X.rows(r), y[r], np.ones(len(r), np.float32)
         P = U.fit_neurons_streamed(chunks, num_classes=C, l2=l2)
         dev = ntr + np.flatnonzero(arrays.dev)
-        pred = np.concatenate([U.predict_neurons(P, arrays.X.rows(dev[a:a + step]))
-                               for a in range(0, len(dev), step)], axis=1)
+        pred = np.concatenate([U.predict_neurons(P, arrays.X.rows(r))
+                               for r in arrays.X.chunks(dev)], axis=1)
     return np.mean(pred == y[dev], axis=-1)
 
 

@@ -3,14 +3,15 @@
 :class:`Features` is X [N, K]: every layer of a store standardised with the train rows'
 statistics, side by side, rows in the engine's order (the training rows first, then the rows
 the probes are evaluated on). :class:`InMemory` holds it as one page-aligned array;
-:class:`Streamed` reads rows from the store's memory maps on demand, so host memory is bounded
-by the batches read, not by the store (docs/design.md, "stores larger than memory").
+:class:`Streamed` reads rows from the store's layer files on demand (``preadv``; nothing is
+memory-mapped), so host memory is bounded by the reads, not by the store (docs/design.md,
+"stores larger than memory").
 :class:`TaskArrays` is everything the protocol's stages need about one task.
 """
 from __future__ import annotations
 
 import dataclasses
-import mmap
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,15 +20,39 @@ from speechinterp.probes import data as D
 from speechinterp.store import Store
 
 
-def release_pages(arr) -> None:
-    """Drop the resident pages of a memory-mapped array from this process (they stay in the
-    page cache): reading a store through its maps must not grow the RSS by the store's size."""
-    base = arr
-    while base is not None and getattr(base, "_mmap", None) is None:
-        base = getattr(base, "base", None)
-    mm = getattr(base, "_mmap", None)
-    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
+def npy_layout(path: str) -> tuple[int, tuple, np.dtype]:
+    """(byte offset of the data, shape, dtype) of a C-order ``.npy`` file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+        if fortran:
+            raise ValueError(f"{path}: a Fortran-order array; stores are written C-order")
+        return f.tell(), shape, dtype
+
+
+def read_rows(path: str, rows: np.ndarray, layout=None) -> np.ndarray:
+    """Rows ``rows`` (ascending) of a 2-D ``.npy`` file, read with ``preadv`` into one array:
+    one read per run of consecutive rows, and no page of the file mapped into this process
+    (a memory map's pages would count towards its resident memory)."""
+    offset, shape, dtype = npy_layout(path) if layout is None else layout
+    rows = np.asarray(rows, np.int64)
+    out = np.empty((len(rows), shape[1]), dtype)
+    if not len(rows):
+        return out
+    row_bytes = shape[1] * dtype.itemsize
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(rows)]):
+            view = memoryview(out[a:b]).cast("B")
+            got = os.preadv(fd, [view], offset + int(rows[a]) * row_bytes)
+            if got != len(view):
+                raise OSError(f"{path}: short read at row {int(rows[a])}")
+    finally:
+        os.close(fd)
+    return out
 
 
 def take_columns(X: np.ndarray, idx: np.ndarray, threads: int = 2) -> np.ndarray:
@@ -41,6 +66,10 @@ def take_columns(X: np.ndarray, idx: np.ndarray, threads: int = 2) -> np.ndarray
         list(pool.map(lambda r: np.take(X[r[0]:r[-1] + 1], idx, axis=1,
                                         out=out[r[0]:r[-1] + 1], mode="clip"), parts))
     return out
+
+
+def _layer_path(store: Store, k: int) -> str:
+    return os.path.join(store.path, f"layer_{k}.npy")
 
 
 class Features:
@@ -81,7 +110,7 @@ class InMemory(Features):
 
 @dataclasses.dataclass
 class Streamed(Features):
-    """X read from the store's memory maps, ``store_rows[i]`` being the store row of row i;
+    """X read from the store's layer files, ``store_rows[i]`` being the store row of row i;
     each layer standardised with ``stats`` (per layer mean, std of the train rows), the
     columns ``cols`` of the concatenated layers (all when None)."""
 
@@ -89,7 +118,14 @@ class Streamed(Features):
     store_rows: np.ndarray
     stats: list
     cols: np.ndarray | None = None
+    chunk_bytes: int = 64 << 20     # the most bytes of features one read returns
     in_memory = False
+
+    def chunks(self, rows: np.ndarray):
+        """``rows`` in consecutive pieces of at most :attr:`chunk_bytes` of features."""
+        step = max(1, self.chunk_bytes // (4 * max(self.shape[1], sum(self.store.dims))))
+        for a in range(0, len(rows), step):
+            yield rows[a:a + step]
 
     @property
     def shape(self):
@@ -99,15 +135,15 @@ class Streamed(Features):
     def rows(self, r):
         r = np.asarray(r)
         src = self.store_rows[r]
-        order = np.argsort(src, kind="stable")   # read in file order: fewer page faults
+        order = np.argsort(src, kind="stable")   # read in file order
         out = np.empty((len(r), sum(self.store.dims)), np.float32)
         o = 0
         for k, (mu, sd) in enumerate(self.stats):
-            arr = self.store.layer(k)
-            d = arr.shape[1]
-            block = np.asarray(arr[src[order]], np.float32)
-            release_pages(arr)
-            out[order, o:o + d] = (block - mu) / sd
+            block = read_rows(_layer_path(self.store, k), src[order]).astype(np.float32)
+            d = block.shape[1]
+            block -= mu
+            block /= sd
+            out[order, o:o + d] = block
             o += d
         return out if self.cols is None else np.take(out, self.cols, axis=1)
 
@@ -118,17 +154,17 @@ class Streamed(Features):
 
 def streamed_stats(store: Store, rows: np.ndarray, chunk_bytes: int = 64 << 20) -> list:
     """Per-layer mean and std (float32, std 1 where constant, as :func:`~.data.standardize`)
-    over store rows ``rows``, read chunk by chunk (float64 sums)."""
+    over store rows ``rows``, read chunk by chunk (float64 sums: 4x the chunk at most)."""
     rows = np.sort(rows)
     stats = []
     for k in range(store.num_layers):
-        arr = store.layer(k)
-        d = arr.shape[1]
-        step = max(1, chunk_bytes // (4 * d))
+        path = _layer_path(store, k)
+        layout = npy_layout(path)
+        d = layout[1][1]
+        step = max(1, chunk_bytes // (16 * d))
         s, ss = np.zeros(d), np.zeros(d)
         for i in range(0, len(rows), step):
-            x = np.asarray(arr[rows[i:i + step]], np.float64)
-            release_pages(arr)
+            x = read_rows(path, rows[i:i + step], layout).astype(np.float64)
             s += x.sum(0)
             ss += (x * x).sum(0)
         mu = s / len(rows)
@@ -206,7 +242,11 @@ def task_arrays(store: Store, td: D.TaskData, seed: int = 0,
     ctrl = D.control_labels(td, seed)[order]
     nbytes = 4 * len(order) * sum(store.dims)
     if memory_budget_bytes is not None and 2 * nbytes > memory_budget_bytes:
-        X = Streamed(store, td.rows[order], streamed_stats(store, td.rows[train0]))
+        # reads of a sixteenth of the budget: a few are alive at once (the batch being read
+        # while one trains, an evaluation chunk and its copies)
+        chunk = max(1 << 20, int(memory_budget_bytes // 16))
+        X = Streamed(store, td.rows[order], streamed_stats(store, td.rows[train0], chunk),
+                     chunk_bytes=chunk)
     else:
         X = InMemory(D.load_concatenated(store, td, order))
     clusters = td.groups[order][ntr:][ev_split == D.TEST] if td.groups is not None else None

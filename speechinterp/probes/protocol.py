@@ -258,8 +258,11 @@ def zero_out_stage(arrays: TaskArrays, oracle: Oracle, ordering, pcts, seed: int
     for i, (how, pct) in enumerate(keys):
         masks[i, R.select(ordering, pct / 100.0, how, seed=seed)] = 1
     W, b = oracle.weights[0]
-    X_test = arrays.X.rows(arrays.test_rows)
-    return zero_out_predictions(W, b, X_test, masks) == arrays.y_test, keys
+    rows = arrays.test_rows
+    parts = ([rows] if arrays.X.in_memory else arrays.X.chunks(rows))
+    pred = np.concatenate([zero_out_predictions(W, b, arrays.X.rows(r), masks) for r in parts],
+                          axis=1)
+    return pred == arrays.y_test, keys
 
 
 def ablation_tables(test_acc, test_ci, layout: SubsetLayout, m: int, zero_correct, zero_keys,
