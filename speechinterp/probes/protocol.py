@@ -175,6 +175,14 @@ class Oracle:
     dev_accuracy: float
     lam: tuple
 
+    def summary(self, interval, majority_correct) -> dict:
+        """results.json's ``oracle``: seed-mean test accuracy, its interval, the paired
+        interval of its gain over the majority baseline, the seed spread, macro-F1."""
+        acc = self.correct.mean(0)                  # per test row, averaged over seeds
+        return {"accuracy": float(self.correct.mean()), "accuracy_ci95": ci_list(interval(acc)),
+                "gain_ci95": ci_list(interval(acc - majority_correct)),
+                "accuracy_seed_sd": float(self.correct.mean(-1).std()), "f1_macro": self.f1}
+
 
 def layerwise_stage(arrays: TaskArrays, trained: E.Trained, cfg: ProbeConfig, interval,
                     majority_correct):
@@ -310,8 +318,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     ``ranking``, ``minimal_subset`` and ``ablation``, the others go under ``by_ranking``
     (same shape), and ``ranking_agreement`` compares them (top-1%/5% overlap, Spearman, chance
     levels; Fan et al., NeurIPS 2023) with their vote.
-    ``memory_budget_gb`` streams the store from its memory maps when holding it would exceed
-    the budget. ``devices``: the devices to train on (default: all). ``layerwise_only`` stops
+    ``memory_budget_gb`` streams the store from its files when holding it would exceed the
+    budget. ``devices``: the devices to train on (default: all). ``layerwise_only`` stops
     after the layer-wise probes. ``band_cost``: see :func:`~.elastic_net.interval_bands`.
     """
     say = progress or (lambda s: None)
@@ -386,46 +394,22 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
 
     say("minimal subset")
     target = oracle.dev_accuracy * (1 - delta)
-    index = D.neuron_index(dims)
-    per_method = {}
-    for m, (name, ordering) in enumerate(orderings.items()):
-        ids = layout.prefix_ids[m]
-        dev_p = _acc(pred2[ids], arrays.y_eval, arrays.dev)
-        pick, found, dev_c, test_c, ci_c = minimal_subset_stage(
-            dev_p, test2[ids], ci2[ids], sizes, layout.prefixes, target)
-        zero_correct, zero_keys = zero_out_stage(arrays, oracle, ordering, ablation_pcts, seed)
-        ablation, ablation_ci = ablation_tables(test2, ci2, layout, m, zero_correct, zero_keys,
-                                                interval, ablation_pcts)
-        n_min = int(sizes[pick])
-        chosen = index[ordering[:n_min]]
-        per_method[name] = {
-            "ranking": index[ordering].tolist(),
-            "minimal_subset": {"delta": float(delta), "size": n_min, "fraction": n_min / ntot,
-                               "accuracy": float(test_c[pick]),
-                               "accuracy_ci95": ci_list(ci_c[pick]),
-                               "neurons": chosen.tolist(),
-                               "per_layer": {n: int(np.sum(chosen[:, 0] == k))
-                                             for k, n in enumerate(arrays.names)}},
-            "ablation": ablation, "ablation_ci95": ablation_ci,
-            "_candidates": (found, dev_c, test_c)}
+    per_method = {name: ranking_results(arrays, oracle, layout, m, ordering, pred2, test2, ci2,
+                                        sizes, target, delta, ablation_pcts, interval, seed)
+                  for m, (name, ordering) in enumerate(orderings.items())}
     clock.lap("minimal_subset")
     clock.total()
 
     first = per_method[rankings[0]]
     found, dev_c, test_c = first.pop("_candidates")
     results = {**header, "layers": layer_rows,
-               "oracle": {"accuracy": float(oracle.correct.mean()),
-                          "accuracy_ci95": ci_list(interval(oracle.correct.mean(0))),
-                          "gain_ci95": ci_list(interval(oracle.correct.mean(0)
-                                                        - majority_correct)),
-                          "accuracy_seed_sd": float(oracle.correct.mean(-1).std()),
-                          "f1_macro": oracle.f1},
-               **first, "ranking_stability": stability}
+               "oracle": oracle.summary(interval, majority_correct), **first, "ranking_stability": stability}
     if len(rankings) > 1:
         results["by_ranking"] = {}
         for name in rankings[1:]:
             per_method[name].pop("_candidates")
             results["by_ranking"][name] = per_method[name]
+        index = D.neuron_index(dims)
         results["ranking_agreement"] = RM.method_agreement(orderings)
         results["ranking_agreement"]["voted"] = index[RM.voted_ranking(orderings)].tolist()
     results["convergence"] = convergence_diagnostic(results)
@@ -443,10 +427,38 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
         "devices": sorted(set(details["devices"]) | set(trained2.devices)),
     })
     if neuron_dev_acc is not None:
-        details["ranking_by_neuron_accuracy"] = index[
+        details["ranking_by_neuron_accuracy"] = D.neuron_index(dims)[
             R.accuracy_ordering(neuron_dev_acc)].tolist()
         details["neuron_dev_accuracy"] = neuron_dev_acc.tolist()
     return results, details
+
+
+def ranking_results(arrays: TaskArrays, oracle: Oracle, layout: SubsetLayout, m: int,
+                    ordering, pred2, test2, ci2, sizes, target: float, delta: float, pcts,
+                    interval, seed: int) -> dict:
+    """One ranking's ``ranking``, ``minimal_subset``, ``ablation`` and ``ablation_ci95`` from
+    call 2's predictions ``pred2`` [P2, N_eval] (test accuracies ``test2``, intervals ``ci2``),
+    and ``_candidates`` (found, dev and test accuracy of every candidate size)."""
+    ids = layout.prefix_ids[m]
+    dev_p = _acc(pred2[ids], arrays.y_eval, arrays.dev)
+    pick, found, dev_c, test_c, ci_c = minimal_subset_stage(dev_p, test2[ids], ci2[ids], sizes,
+                                                            layout.prefixes, target)
+    zero_correct, zero_keys = zero_out_stage(arrays, oracle, ordering, pcts, seed)
+    ablation, ablation_ci = ablation_tables(test2, ci2, layout, m, zero_correct, zero_keys,
+                                            interval, pcts)
+    index = D.neuron_index(arrays.dims)
+    n_min = int(sizes[pick])
+    chosen = index[ordering[:n_min]]
+    ntot = sum(arrays.dims)
+    return {"ranking": index[ordering].tolist(),
+            "minimal_subset": {"delta": float(delta), "size": n_min, "fraction": n_min / ntot,
+                               "accuracy": float(test_c[pick]),
+                               "accuracy_ci95": ci_list(ci_c[pick]),
+                               "neurons": chosen.tolist(),
+                               "per_layer": {n: int(np.sum(chosen[:, 0] == k))
+                                             for k, n in enumerate(arrays.names)}},
+            "ablation": ablation, "ablation_ci95": ablation_ci,
+            "_candidates": (found, dev_c, test_c)}
 
 
 def task_header(arrays: TaskArrays, cfg: ProbeConfig, interval: Intervals,
