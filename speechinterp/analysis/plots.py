@@ -445,5 +445,5 @@ def ranking_agreement_figure(summary):
         ax.set_yticks(range(len(ms)), ms, fontsize=7)
         ax.set_title(f"{title}\n(chance {ag['chance']['top5_overlap']:.3f})", fontsize=8)
     fig.suptitle("Top-5% neuron overlap between ranking methods")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
