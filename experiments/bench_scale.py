@@ -1,7 +1,7 @@
 """The whole protocol at the paper's scale: 25 layers x 1,024 neurons, 1,251 classes.
 
     python -m experiments.bench_scale [--utterances=3753,5004,6255 --epochs=1
-                                       --probe_config=neurox --noper_neuron
+                                       --probe_config=neurox [--per_neuron]
                                        --memory_budget_gb=2 --out=scale.json]
 
 VoxCeleb1 speaker identification as the paper probes it (1,251 speakers, each its own class;
@@ -15,7 +15,7 @@ utterances (70 / 15 / 15%) that needs every speaker in every split, so the small
 
 Each size is written by one child process and probed by another (so the peak RSS is that
 size's own), which prints the wall time, ``details["timings_s"]`` per stage, the peak RSS,
-whether the store was streamed from its memory maps (``--memory_budget_gb``) and the devices.
+whether the store was streamed from its files (``--memory_budget_gb``) and the devices.
 Then a least-squares fit time = a + b * N over the sizes projects the time for VoxCeleb1's
 153,516 utterances on this machine.
 
@@ -62,10 +62,11 @@ flags.DEFINE_list("utterances", ["3753", "5004", "6255"],
 flags.DEFINE_enum("probe_config", "neurox", ["neurox", "neurox_exact", "default"],
                   "Probe setting (speechinterp.probes.elastic_net.CONFIGS).")
 flags.DEFINE_integer("epochs", 1, "Epochs (0: the probe setting's own).")
-flags.DEFINE_bool("per_neuron", True, "Also train the per-neuron probes (run_probing's "
-                  "per_neuron).")
+flags.DEFINE_bool("per_neuron", False, "Also solve the per-neuron probes (run_probing's "
+                  "per_neuron; not part of NeuroX's protocol, and at 1,251 classes the slowest "
+                  "stage on a CPU).")
 flags.DEFINE_float("memory_budget_gb", None, "run_probing's memory_budget_gb: stream the "
-                   "store from its memory maps when holding it twice would exceed this.")
+                   "store from its files when holding it twice would exceed this.")
 flags.DEFINE_integer("threads", 0, "CPU threads of each child (0: all of this machine's).")
 flags.DEFINE_string("out", None, "Write the table and the projection here as JSON.")
 flags.DEFINE_string("work_dir", None, "Where the stores are written (default: a temporary "
