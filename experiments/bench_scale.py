@@ -35,10 +35,13 @@ there, the devices column says so) compares on the same count.
 ``--epochs`` (default 1) overrides the probe setting's epochs so that the three sizes finish in
 minutes on a 2-core CPU (NeuroX's 10 epochs cost 10x the training FLOPs); the projection is
 given at the epochs run (the fit) and at the setting's own epochs (the FLOPs at 153,516
-utterances over the FLOP/s of the largest size). Measured on a shared 2-core CPU: the three
-default sizes take 7.5 min with ``--noper_neuron`` (102 / 147 / 174 s, 13-14 GB peak RSS in
-memory); the per-neuron probes (Newton, 1,251 classes) alone ran more than 8 min at 3,753
-utterances before that run was stopped, so with them on budget most of an hour here.
+utterances over the FLOP/s of the largest size). Measured on this 2-core CPU (2026-12-02,
+defaults): 82 / 120 / 145 s for 3,753 / 5,004 / 6,255 utterances, 13.1-13.7 GB peak RSS in
+memory (the subset call's 542M weights with Adam's state, not the store), 98-121 GFLOP/s;
+time = -10.7 s + 25.2 ms x utterances, so VoxCeleb1 takes 1.1 h per epoch, 9.6 h at NeuroX's
+10 epochs (4.2 PFLOP). Streamed (``--memory_budget_gb=0.3``, 3,753 utterances): 136 s, 9.0 GB
+peak. ``--per_neuron`` adds the Newton per-neuron probes: at 1,251 classes they ran more than
+8 min at 3,753 utterances before that run was stopped.
 """
 import dataclasses
 import json
