@@ -273,7 +273,8 @@ def probe_all(cfg, out, encs, properties=None, prefix="", seeds=None):
                         delta=cfg.probe.delta, per_neuron=cfg.probe.per_neuron,
                         layerwise_only=e["random"],
                         rankings=rankings_for(cfg, prop, e["random"] or prefix),
-                        gaussian_greedy=cfg.probe.get("gaussian_greedy", 50))
+                        gaussian_greedy=cfg.probe.get("gaussian_greedy",
+                                                      protocol.GAUSSIAN_GREEDY))
                 except TaskError as err:
                     print(f"  {name}/{prop}: skipped ({err})", flush=True)
                     continue

@@ -31,19 +31,9 @@ synthetic.planted_store(out, num_utterances=n, num_speakers=64, dims=%r, signal_
 """ % (DIMS,)
 
 _RUN = r"""
-import dataclasses, json, resource, sys
+import dataclasses, json, sys
 
-
-def peak_mb():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+from experiments.benchmarking import peak_rss_mb as peak_mb
 
 from speechinterp.probes import elastic_net
 from speechinterp.probes.protocol import run_probing

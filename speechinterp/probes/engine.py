@@ -15,8 +15,8 @@ the one-probe reference the tests hold it to.
   asynchronous dispatch; their predictions are gathered to every host.
 * **In memory or streamed.** With X in memory (:class:`~.features.InMemory`) a group's whole
   training is one jitted ``lax.scan``, compiled ahead of time (:func:`plan` starts the
-  compilations in background threads while the data loads). With X streamed from the memory
-  maps (:class:`~.features.Streamed`) a jitted step runs per mini-batch, the next batch read
+  compilations in background threads while the data loads). With X streamed from the store's
+  files (:class:`~.features.Streamed`) a jitted step runs per mini-batch, the next batch read
   in a background thread, and the evaluation rows are predicted in chunks.
 """
 from __future__ import annotations
@@ -105,6 +105,16 @@ class Job:
     num_rows: int
     num_cols: int
     num_train: int
+
+    def with_lambdas(self, l1: float, l2: float) -> "Job":
+        """The same layout with every probe's penalties set to (l1, l2): the lambdas are data,
+        so the compiled executables still apply."""
+        def group(g):
+            n = len(g.probes)
+            return dataclasses.replace(g, bands=dataclasses.replace(
+                g.bands, l1=np.full(n, l1, np.float32), l2=np.full(n, l2, np.float32)))
+        return dataclasses.replace(self, specs=self.specs.with_lambdas(l1, l2),
+                                   groups=[group(g) for g in self.groups])
 
 
 # ----------------------------------------------------------------------------- batch plans
@@ -392,17 +402,16 @@ def neuron_dev_accuracy(arrays, lam) -> np.ndarray:
     ntr = arrays.num_train
     y, C = arrays.Y[0], arrays.num_classes
     l2 = float(lam[1])
+    dev = ntr + np.flatnonzero(arrays.dev)
     if arrays.X.in_memory:
         X = arrays.X.array
         P = U.fit_neurons(X[:ntr], y[:ntr], np.ones(ntr, np.float32), num_classes=C, l2=l2)
-        dev = ntr + np.flatnonzero(arrays.dev)
         pred = U.predict_neurons(P, X[dev])
     else:
         def chunks():
             for r in arrays.X.chunks(np.arange(ntr)):
                 yield arrays.X.rows(r), y[r], np.ones(len(r), np.float32)
         P = U.fit_neurons_streamed(chunks, num_classes=C, l2=l2)
-        dev = ntr + np.flatnonzero(arrays.dev)
         pred = np.concatenate([U.predict_neurons(P, arrays.X.rows(r))
                                for r in arrays.X.chunks(dev)], axis=1)
     return np.mean(pred == y[dev], axis=-1)

@@ -85,10 +85,6 @@ class Features:
     def columns(self, c: np.ndarray) -> "Features":
         raise NotImplementedError
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.shape[0]) * int(self.shape[1]) * 4
-
 
 @dataclasses.dataclass
 class InMemory(Features):
@@ -215,9 +211,6 @@ class TaskArrays:
         """Engine rows of the test utterances."""
         return self.num_train + np.flatnonzero(self.test)
 
-    @property
-    def train_in_task_order(self) -> np.ndarray:
-        return self.data.split == D.TRAIN
 
 
 def engine_order(td: D.TaskData) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +220,13 @@ def engine_order(td: D.TaskData) -> tuple[np.ndarray, np.ndarray]:
     row_of = np.empty(len(order), np.int32)
     row_of[order] = np.arange(len(order))
     return order, row_of
+
+
+def streams(num_rows: int, num_cols: int, memory_budget_bytes: float | None) -> bool:
+    """Whether a task's features are streamed: holding X twice (all layers, then in ranking
+    order) would exceed the budget (None: never)."""
+    return (memory_budget_bytes is not None
+            and 2 * 4 * num_rows * num_cols > memory_budget_bytes)
 
 
 def task_arrays(store: Store, td: D.TaskData, seed: int = 0,
@@ -240,8 +240,7 @@ def task_arrays(store: Store, td: D.TaskData, seed: int = 0,
     ntr = int(train0.sum())
     ev_split = split[ntr:]
     ctrl = D.control_labels(td, seed)[order]
-    nbytes = 4 * len(order) * sum(store.dims)
-    if memory_budget_bytes is not None and 2 * nbytes > memory_budget_bytes:
+    if streams(len(order), sum(store.dims), memory_budget_bytes):
         # reads of a sixteenth of the budget: a few are alive at once (the batch being read
         # while one trains, an evaluation chunk and its copies)
         chunk = max(1 << 20, int(memory_budget_bytes // 16))

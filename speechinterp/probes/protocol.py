@@ -34,7 +34,7 @@ from speechinterp.probes import engine as E
 from speechinterp.probes import ranking as R
 from speechinterp.probes import ranking_methods as RM
 from speechinterp.probes.elastic_net import DEFAULT, ProbeConfig, setting_name
-from speechinterp.probes.features import TaskArrays, engine_order, task_arrays
+from speechinterp.probes.features import TaskArrays, engine_order, streams, task_arrays
 from speechinterp.store import Store
 
 ABLATION_PCTS = (1, 5, 10, 15, 20, 50)
@@ -249,11 +249,7 @@ def subset_stage(arrays: TaskArrays, job: E.Job, layout: SubsetLayout, orderings
     ntot = sum(arrays.dims)
     cols = np.concatenate(list(orderings.values())
                           + [R.random_order(ntot, seed)[:max(layout.pct_sizes)]])
-    job = dataclasses.replace(job, specs=job.specs.with_lambdas(*lam))
-    job.groups = [dataclasses.replace(g, bands=dataclasses.replace(
-        g.bands, l1=np.full(len(g.probes), lam[0], np.float32),
-        l2=np.full(len(g.probes), lam[1], np.float32))) for g in job.groups]
-    return E.train(job, arrays.X.columns(cols), arrays.Y, (plans[0][:1], plans[1][:1]),
+    return E.train(job.with_lambdas(*lam), arrays.X.columns(cols), arrays.Y, (plans[0][:1], plans[1][:1]),
                    init_seed=seed + 1)
 
 
@@ -335,9 +331,8 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     dims, ntot = list(store.dims), sum(store.dims)
     N, ntr, C = len(td.y), int(np.sum(td.split == D.TRAIN)), td.num_classes
     budget = None if memory_budget_gb is None else memory_budget_gb * 2 ** 30
-    streamed = budget is not None and 2 * 4 * N * ntot > budget
     shape = dict(num_rows=N, num_train=ntr, num_classes=C, cfg=cfg, devices=devices,
-                 band_cost=band_cost, precompile=not streamed)
+                 band_cost=band_cost, precompile=not streams(N, ntot, budget))
     l1s = np.asarray([a for a, _ in cfg.lambdas], np.float32)
     l2s = np.asarray([b for _, b in cfg.lambdas], np.float32)
     # both calls' layouts are known now: they compile in the background while the data loads
