@@ -134,6 +134,9 @@ def build_recorded():
     rows, sources = recorded.build(FLAGS.out, cache, FLAGS.seed, FLAGS.max_per_speaker, fams,
                                    progress=lambda it: tqdm(it, desc="writing", unit="utt"))
     for e in sources:
+        if e["status"] != "ok":
+            print(f"skipping source {e['name']}: {e['status']}")
+    for e in sources:
         print(f"{e['name']:<38} {e['status'][:60]:<12} {e['utterances']:>4} utt "
               f"{e['speakers']:>3} spk {e.get('speakers_per_gender', {})} "
               f"{','.join(e.get('languages', []))}  [{e['licence']}]")

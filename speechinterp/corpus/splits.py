@@ -34,6 +34,7 @@ SPLITS = ("train", "dev", "test")
 TRAIN, DEV, TEST = 0, 1, 2
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)    # corpus importers, train_encoder
 PROBE_FRACTIONS = (0.7, 0.15, 0.15)    # a probe's own split, the recorded corpus
+MIN_SPEAKERS = 3    # a class needs this many (test) speakers, else it is confounded with speaker
 
 
 class SplitError(ValueError):
