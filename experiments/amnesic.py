@@ -26,6 +26,7 @@ import numpy as np
 from absl import flags
 
 from speechinterp import cli
+from speechinterp.analysis.numbers import accuracy_text
 from speechinterp.probes import elastic_net
 
 FLAGS = flags.FLAGS
@@ -72,8 +73,7 @@ def audio_paths(store, root) -> list[str]:
 def table(task: str, result: dict) -> str:
     """One task's rows as markdown: accuracy [interval] per variant."""
     def fmt(a):
-        lo, hi = a["accuracy_ci95"]
-        return f"{a['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+        return accuracy_text(a["accuracy"], a.get("accuracy_ci95"))
     lines = [f"{task} (majority {result['majority_accuracy']:.3f}, {result['num_test']} test)",
              "| layer | original | erased | random |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['name']} | {fmt(r['original'])} | {fmt(r['erased'])} | {fmt(r['random'])} |"

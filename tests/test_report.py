@@ -5,6 +5,7 @@ import os
 import pytest
 
 from speechinterp.analysis import plots, report
+from speechinterp.study import StudySummary
 
 
 def _layers(accs, ci=True, speaker=False, sd=True):
@@ -56,6 +57,7 @@ def _probe(accs, speaker=False, trained=True, ci=True):
 
 
 def make_summary(ci=True):
+    """A study's results.json (read back with ``StudySummary.from_json``)."""
     encs = {}
     for name, kind, acc in (("whisper_x", "pretrained", 0.9), ("cnn_accent", "task_cnn", 0.7)):
         encs[name] = {"kind": kind, "random": False, "family": "whisper",
@@ -104,7 +106,7 @@ def test_markdown_tables(ci):
     s = make_summary(ci)
     if ci:   # two test speakers of class b: confounded with speaker identity
         s["encoders"]["cnn_accent"]["probes"]["gender"]["speakers_per_class"]["test"]["b"] = 2
-    md = report.markdown(s, ["bias.png"], {})
+    md = report.markdown(StudySummary.from_json(s), ["bias.png"])
     assert ("**Confounded with speaker identity**: fewer than 3 speakers in b (test: 2)"
             in md) == ci
     assert "{'" not in md and "['" not in md and "0.8123456789" not in md
@@ -130,7 +132,7 @@ def test_markdown_tables(ci):
 
 @pytest.mark.parametrize("ci", [True, False])
 def test_figures(ci, tmp_path):
-    figs = report.make_figures(make_summary(ci))
+    figs = plots.study_figures(StudySummary.from_json(make_summary(ci)))
     assert {"layerwise_gender.png", "layerwise_speaker.png", "ablation.png", "bias.png",
             "best_layer.png", "eer.png", "minimal_subset_heatmap.png"} <= set(figs)
     for k, v in figs.items():
@@ -140,7 +142,7 @@ def test_figures(ci, tmp_path):
 
 def test_paired_colours():
     s = make_summary()
-    c = plots.encoder_styles(s["encoders"])
+    c = plots.encoder_styles(StudySummary.from_json(s).encoders)
     base, rnd = c["whisper_x"], c["whisper_x_random"]
     assert base["hatch"] is None and rnd["hatch"]
     assert c["cnn_accent"]["color"] != base["color"]
@@ -157,7 +159,7 @@ def test_old_summary_without_new_keys():
         for r in e["probes"].values():
             r.pop("probe_setting")
     s2 = copy.deepcopy(s)
-    md = report.markdown(s2, [], {})
+    md = report.markdown(StudySummary.from_json(s2), [])
     assert "not recorded" in md and "{'" not in md
 
 
@@ -189,20 +191,29 @@ def test_bias_counts_and_clustered_intervals():
     assert width(r) > 2 * width(flat)
 
 
-def test_study_log_routes_library_info_lines(tmp_path, capfd):
+def test_study_scripts_log_to_the_study_log(tmp_path):
+    """The study's scripts run under ``cli.run`` with the study log in the environment: their
+    library INFO lines go to the log only, their warnings to the console and the log."""
+    import subprocess
     import sys
 
-    from experiments import run_study
-    script = ("import sys; e = sys.stderr.write; "
-              "e('I1201 10:00:00.1 1 orbax.py:1] saved\\nsecond line\\n'); "
-              "e('\\rbar 1/2\\rbar 2/2\\n'); e('W1201 10:00:01.1 1 x.py:2] careful\\n')")
+    from speechinterp import cli
+    script = ("from absl import logging\nfrom speechinterp import cli\n"
+              "def main(_):\n    logging.info('saved'); logging.warning('careful')\n"
+              "cli.run(main)\n")
     log = tmp_path / "study.log"
-    assert run_study.run_logged([sys.executable, "-c", script], str(tmp_path), str(log)) == 0
-    err = capfd.readouterr().err
-    assert "saved" not in err and "second line" not in err
-    assert "bar 2/2" in err and "careful" in err
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env={**os.environ, cli.LOG_ENV: str(log)})
+    assert r.returncode == 0, r.stderr
+    assert "saved" not in r.stderr and "careful" in r.stderr
     text = log.read_text()
-    assert "saved" in text and "second line" in text and "careful" in text
+    assert "saved" in text and "careful" in text
+
+
+def test_a_failed_study_script_names_itself():
+    from experiments import run_study
+    with pytest.raises(RuntimeError, match="experiments.convert failed"):
+        run_study.run_script("convert", "--source=/nonexistent/checkpoint.pt", "--out=/nonexistent/x")
 
 
 # ----------------------------------------------------------------------------- recorded corpus
@@ -246,7 +257,7 @@ def _recorded(status="ok"):
 def test_recorded_corpus_side_by_side(tmp_path):
     s = make_summary()
     s["recorded"] = _recorded()
-    figs = report.make_figures(s)
+    figs = plots.study_figures(StudySummary.from_json(s))
     assert {"recorded_layerwise_gender.png", "recorded_layerwise_speaker_id.png",
             "recorded_layerwise_channel.png", "recorded_best_layer.png", "recorded_eer.png",
             "recorded_overlap.png", "best_layer_corpora.png", "eer_corpora.png"} <= set(figs)
@@ -255,7 +266,7 @@ def test_recorded_corpus_side_by_side(tmp_path):
     for k, v in figs.items():
         v.savefig(tmp_path / "figures" / k, dpi=40)
         plots.plt.close(v)
-    md = report.markdown(s, sorted(figs), {})
+    md = report.markdown(StudySummary.from_json(s), sorted(figs))
     assert "{'" not in md and "['" not in md and "[True" not in md and "(True" not in md
     # findings: one outcome column per corpus, the criterion once
     assert ("| # | finding (about) | criterion | built-in espeak corpus | recorded speech | "
@@ -299,11 +310,11 @@ def test_recorded_corpus_side_by_side(tmp_path):
 def test_recorded_corpus_unavailable():
     s = make_summary()
     s["recorded"] = _recorded("unavailable: no source could be fetched")
-    figs = report.make_figures(s)
+    figs = plots.study_figures(StudySummary.from_json(s))
     assert not any(k.startswith("recorded_") or "corpora" in k for k in figs)
     for v in figs.values():
         plots.plt.close(v)
-    md = report.markdown(s, sorted(figs), {})
+    md = report.markdown(StudySummary.from_json(s), sorted(figs))
     assert "{'" not in md and "['" not in md
     assert "Recorded-speech corpus: **unavailable**: no source could be fetched." in md
     assert "| built-in espeak corpus | recorded speech |" in md
@@ -315,11 +326,12 @@ def test_recorded_corpus_unavailable():
 
 def test_old_summary_renders_as_before():
     s = make_summary()
-    md = report.markdown(s, ["bias.png"], {})
-    assert ("| # | finding (about) | criterion | outcome per encoder | overall | figure |" in md)
+    md = report.markdown(StudySummary.from_json(s), ["bias.png"])
+    assert "| # | finding (about) | criterion | built-in espeak corpus | figure |" in md
+    assert "| **undecided**. Per encoder: `cnn_accent`: undecided (w) | `bias.png` |" in md
     assert "recorded" not in md.lower() and "espeak corpus only" not in md
     assert "## Layer-wise results\n" in md and "- whisper_x: l0 30.0, l1 20.0, l2 10.0" in md
-    figs = report.make_figures(s)
+    figs = plots.study_figures(StudySummary.from_json(s))
     assert not any(k.startswith("recorded_") or "corpora" in k for k in figs)
     for v in figs.values():
         plots.plt.close(v)

@@ -10,6 +10,8 @@ import pytest
 
 from speechinterp.analysis import bias
 from speechinterp.encoders.cnn import CNNEncoder
+from speechinterp.study import CorpusSummary, EncoderRun, RecordedCorpus, StudySummary
+from speechinterp.study.cache import StageCache, stage_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,12 +98,18 @@ def test_presets_take_command_line_overrides(tmp_path):
     code = """
 import sys
 from absl import app, flags
-from experiments import run_study
+from ml_collections import config_flags
+from speechinterp.study import stages
+from speechinterp.study.cache import StageCache
+config_flags.DEFINE_config_file("config")
 def main(_):
     c = flags.FLAGS.config
     print(tuple(c.properties), c.pretrained.wav2vec2_base, c.task_cnns.cnn_dialect)
     c.pretrained.wav2vec2_base = ""
-    print(run_study.convert_pretrained(c, sys.argv[1]))
+    ran = []
+    ctx = stages.Context(c, sys.argv[1], StageCache(sys.argv[1]), lambda *a: ran.append(a),
+                         print)
+    print(stages.pretrained_encoders(ctx), ran)
 app.run(main)
 """
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path),
@@ -111,12 +119,11 @@ app.run(main)
                         "--config.task_cnns.cnn_dialect=dialect"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.splitlines() == ["('gender', 'speaker') /ckpt/wav2vec2-base dialect", "{}"]
+    assert r.stdout.splitlines() == ["('gender', 'speaker') /ckpt/wav2vec2-base dialect", "{} []"]
 
 
 def test_extraction_stage_resumes_only_with_the_same_inputs(tmp_path):
-    from experiments import run_study
-    out = str(tmp_path)
+    cache = StageCache(str(tmp_path))
     seen = []
 
     def interrupted(d):
@@ -127,26 +134,70 @@ def test_extraction_stage_resumes_only_with_the_same_inputs(tmp_path):
         seen.append(sorted(os.listdir(d)))
 
     with pytest.raises(KeyboardInterrupt):
-        run_study.run_stage(out, "extract_enc", {"encoder": 1}, interrupted)
-    run_study.run_stage(out, "extract_enc", {"encoder": 1}, finish)     # resumes: part kept
+        cache.run("extract_enc", {"encoder": 1}, interrupted)
+    cache.run("extract_enc", {"encoder": 1}, finish)     # resumes: part kept
     with pytest.raises(KeyboardInterrupt):
-        run_study.run_stage(out, "extract_enc", {"encoder": 2}, interrupted)
-    run_study.run_stage(out, "extract_enc", {"encoder": 3}, finish)     # other inputs: fresh
+        cache.run("extract_enc", {"encoder": 2}, interrupted)
+    cache.run("extract_enc", {"encoder": 3}, finish)     # other inputs: fresh
     assert seen == [[".started", "part"], [".started"]]
 
 
 def test_stage_cache_reruns_on_changed_inputs_or_a_missing_done_stamp(tmp_path):
-    from experiments import run_study
-    out, runs = str(tmp_path), []
+    events, runs = [], []
+    cache = StageCache(str(tmp_path), lambda name, status, s: events.append((name, status)))
 
     def work(d):
         runs.append(d)
 
-    run_study.run_stage(out, "probe_x", {"a": 1}, work)
-    run_study.run_stage(out, "probe_x", {"a": 1}, work)          # cached
-    assert len(runs) == 1
-    run_study.run_stage(out, "probe_x", {"a": 2}, work)          # changed input: reruns
+    cache.run("probe_x", {"a": 1}, work)
+    st = cache.run("probe_x", {"a": 1}, work)          # cached
+    assert len(runs) == 1 and st.key == stage_key("probe_x", {"a": 1})
+    assert events == [("probe_x", "running"), ("probe_x", "done"), ("probe_x", "cached")]
+    assert cache.times["probe_x"] == 0.0
+    cache.run("probe_x", {"a": 2}, work)          # changed input: reruns
     assert len(runs) == 2
-    os.remove(os.path.join(out, "stages", "probe_x", ".done"))    # interrupted: redone
-    run_study.run_stage(out, "probe_x", {"a": 2}, work)
+    os.remove(os.path.join(str(tmp_path), "stages", "probe_x", ".done"))    # interrupted: redone
+    cache.run("probe_x", {"a": 2}, work)
     assert len(runs) == 3
+
+
+def test_records_round_trip_results_json():
+    """results.json -> StudySummary -> results.json is the identity, and the lookups that the
+    report and figures use find the random copy and the task CNNs."""
+    tm = {"property": "accent", "learned": True}
+    runs = {"enc": EncoderRun("enc", "d/enc", "k1", "pretrained", family="ge2e",
+                              architecture="lstm", store="s1", store_key="sk1",
+                              probes={"gender": {"layers": []}}),
+            "cnn": EncoderRun("cnn", "d/cnn", "k2", "task_cnn", trained_for="accent",
+                              store="s2", store_key="sk2", task_model=tm),
+            "enc_random": EncoderRun("enc_random", "d/r", "k3", "pretrained", random=True,
+                                     base="enc", store="s3", store_key="sk3"),
+            "cnn_random": EncoderRun("cnn_random", "d/cr", "k4", "task_cnn", random=True,
+                                     base="cnn", trained_for="accent", store="s4",
+                                     store_key="sk4", task_model=tm)}
+    rec = RecordedCorpus("ok", ({"name": "ami", "status": "ok"},), "rec.csv",
+                         {"gender": [True, {"f": 3, "m": 3}]},
+                         CorpusSummary({"enc": runs["enc"].unprobed()}))
+    s = StudySummary(encoders=runs, eer={"enc": {"layers": ["a"], "eer": [0.1]}},
+                     findings=({"finding": "x"},), amnesic={"enc": {}}, recorded=rec,
+                     corpus_manifest="m.csv", stage_times_s={"corpus": 1.0}, total_time_s=2.0,
+                     config={"seed": 0})
+    d = json.loads(json.dumps(s.to_json()))
+    assert StudySummary.from_json(d).to_json() == d
+    assert list(d["encoders"]["cnn"]) == ["dir", "key", "kind", "random", "trained_for",
+                                          "store", "store_key", "probes", "task_model"]
+    assert "trained_for" not in d["encoders"]["cnn_random"]
+    assert s.random_copy("enc").name == "enc_random" and s.random_copy("enc_random") is None
+    assert set(s.real()) == {"enc", "cnn"} and set(s.task_cnns()) == {"cnn"}
+    assert s.properties() == ["gender"] and rec.studied() is not None
+    assert RecordedCorpus("unavailable: x").to_json() == {"status": "unavailable: x",
+                                                          "sources": []}
+
+
+def test_ranking_methods_for_baselines_and_other_properties():
+    from experiments.configs import study_default
+    from speechinterp.study.stages import ranking_methods
+    c = study_default.get_config()
+    assert ranking_methods(c, "gender", baseline=False) == tuple(c.probe.rankings.split(","))
+    assert ranking_methods(c, "gender", baseline=True) == ("weight_mass",)
+    assert ranking_methods(c, "speaker", baseline=False) == ("weight_mass",)

@@ -4,14 +4,18 @@ import os
 import pytest
 
 from speechinterp import store, synthetic
-from speechinterp.analysis import findings, neurons, report
+from speechinterp.analysis import neurons, plots, report
 from speechinterp.probes import elastic_net, protocol
+from speechinterp.study import StudySummary
+from speechinterp.study.analyses import with_findings
+from speechinterp.study.records import EncoderRun
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
+    """Two encoders and their random copies on planted stores, through the study's records."""
     d = tmp_path_factory.mktemp("study")
-    s = {"encoders": {}, "eer": {}}
+    runs, eer = {}, {}
     # accent planted in the last layer of the CNN, in the first layer of the "Transformer"
     for name, kind, layer in (("whisper_x", "pretrained", 0), ("cnn_accent", "task_cnn", 2)):
         arrays, rows = synthetic.planted_arrays(num_utterances=500, num_speakers=48,
@@ -21,27 +25,24 @@ def summary(tmp_path_factory):
             r["accent"] = r.pop("prop")
             r["gender"] = "f" if int(r["speaker"][1:]) % 2 else "m"
         st = store.write_store(str(d / name), name, ["l0", "l1", "l2"], arrays, rows)
-        e = {"kind": kind, "random": False, "family": "whisper" if layer == 0 else "cnn",
-             "probes": {p: protocol.run_probing(st, p, elastic_net.CONFIGS["default"], per_neuron=False)[0]
-                        for p in ("accent", "gender")}}
+        probes = {p: protocol.run_probing(st, p, elastic_net.CONFIGS["default"],
+                                          per_neuron=False)[0] for p in ("accent", "gender")}
+        task_model = None
         if kind == "task_cnn":
-            e["trained_for"] = "accent"
-            e["task_model"] = {"property": "accent", "test_accuracy": 0.9,
-                               "test_accuracy_ci95": [0.8, 0.95], "majority_accuracy": 0.25,
-                               "learned": True}
-        s["encoders"][name] = e
-        s["encoders"][name + "_random"] = {
-            "kind": kind, "random": True, "base": name,
-            "probes": {"accent": protocol.run_probing(st, "accent", elastic_net.CONFIGS["default"],
-                                                      layerwise_only=True)[0]}}
-        s["eer"][name] = {"layers": ["l0", "l1", "l2"], "eer": [0.3, 0.2, 0.1]}
-    s["overlap"] = {}
-    for n, e in s["encoders"].items():
-        if not e["random"]:
-            names, sh, jac = neurons.overlap_matrix(
-                {p: neurons.salient_set(r) for p, r in e["probes"].items()})
-            s["overlap"][n] = {"names": names, "shared": sh.tolist(), "jaccard": jac.tolist()}
-    s["bias"] = {"cnn_accent": {
+            task_model = {"property": "accent", "test_accuracy": 0.9,
+                          "test_accuracy_ci95": [0.8, 0.95], "majority_accuracy": 0.25,
+                          "learned": True}
+        runs[name] = EncoderRun(name, str(d / name), name, kind,
+                                trained_for="accent" if kind == "task_cnn" else None,
+                                family="whisper" if layer == 0 else "cnn", store=st.path,
+                                probes=probes, task_model=task_model)
+        runs[name + "_random"] = EncoderRun(
+            name + "_random", "", name + "_random", kind, random=True, base=name,
+            probes={"accent": protocol.run_probing(st, "accent", elastic_net.CONFIGS["default"],
+                                                   layerwise_only=True)[0]})
+        eer[name] = {"layers": ["l0", "l1", "l2"], "eer": [0.3, 0.2, 0.1]}
+    overlap = {n: neurons.salient_overlap(r.probes) for n, r in runs.items() if not r.random}
+    bias = {"cnn_accent": {
         "task": "accent", "protected": "gender", "masked_neurons": 3, "utterances": 50,
         "accuracy": {"f": 0.8, "m": 0.7, "all": 0.75, "gap": 0.1},
         "masked": {"f": 0.5, "m": 0.6, "all": 0.55, "gap": 0.1},
@@ -49,12 +50,11 @@ def summary(tmp_path_factory):
         "masked_drop": {"f": 0.3, "m": 0.1, "all": 0.2, "gap": 0.2},
         "counts": {"f": {"utterances": 25, "speakers": 6}, "m": {"utterances": 25, "speakers": 6}},
         "gap_ci95": [0.02, 0.18], "masked_drop_gap_ci95": [0.1, 0.3]}}
-    s["findings"] = findings.evaluate(s)
-    return s
+    return with_findings(StudySummary(encoders=runs, eer=eer, overlap=overlap, bias=bias))
 
 
 def test_nine_findings_with_honest_verdicts(summary):
-    f = {x["finding"]: x for x in summary["findings"]}
+    f = {x["finding"]: x for x in summary.findings}
     assert len(f) == 9
     # properties this run lacks cannot be decided
     assert f["Channel information is distributed across the network"]["holds"] is None
@@ -72,13 +72,13 @@ def test_nine_findings_with_honest_verdicts(summary):
 
 
 def test_report_files(summary, tmp_path):
-    figs = report.make_figures(summary)
+    figs = plots.study_figures(summary)
     assert {"layerwise_accent.png", "minimal_subset_heatmap.png", "ablation.png", "overlap.png",
             "eer.png", "bias.png", "best_layer.png"} <= set(figs)
     os.makedirs(tmp_path / "figures")
     for k, v in figs.items():
         v.savefig(tmp_path / "figures" / k, dpi=60)
-    md = report.markdown(summary, sorted(figs), {})
+    md = report.markdown(summary, sorted(figs))
     assert "## Findings" in md and md.count("| **") == 9 and "Limits of the built-in corpus" in md
     page = report.html_page(md, str(tmp_path / "figures"))
     assert page.count("data:image/png;base64,") == len(figs)

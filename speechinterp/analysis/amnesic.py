@@ -19,6 +19,7 @@ later layers used P's linear information at layer k to compute Q (or Q is linear
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -129,3 +130,53 @@ def eraser_for(layer_vectors: np.ndarray, task_data, layer: str) -> dict[str, Af
     X = np.asarray(layer_vectors, np.float32)[task_data.rows]
     train = task_data.split == TRAIN
     return {layer: erasure.fit_leace(X[train], task_data.y[train], task_data.num_classes)}
+
+
+def first_per_speaker(store, n: int) -> np.ndarray:
+    """Store rows of the first ``n`` utterances of every speaker."""
+    seen: dict = {}
+    keep = []
+    for i, s in enumerate(store.column("speaker")):
+        if seen.get(s, 0) < n:
+            seen[s] = seen.get(s, 0) + 1
+            keep.append(i)
+    return np.asarray(keep)
+
+
+def subset_task(store, task: str, keep: np.ndarray, seed: int):
+    """``prepare_task`` on the store, restricted to the rows ``keep`` (rows renumbered to
+    positions in ``keep``); speaker identity re-split by utterance within the subset."""
+    import dataclasses
+
+    from speechinterp.corpus import splits
+    from speechinterp.probes import data as D
+    td = D.prepare_task(store, task, seed)
+    pos = np.full(len(store), -1)
+    pos[keep] = np.arange(len(keep))
+    sel = pos[td.rows] >= 0
+    split = td.split[sel]
+    if task in D.SPEAKER_TASKS:
+        split = splits.stratified_split(td.y[sel], seed, splits.PROBE_FRACTIONS)
+    return dataclasses.replace(td, rows=pos[td.rows][sel], y=td.y[sel], split=split,
+                               groups=None if td.groups is None else td.groups[sel])
+
+
+def amnesic_on_store(encoder, store, audio_root: str, properties, tasks, per_speaker: int,
+                     cfg: ProbeConfig = DEFAULT, seed: int = 0, batch_size: int = 16):
+    """Amnesic probing of ``properties`` at ``encoder``'s middle layer on the first
+    ``per_speaker`` utterances of every speaker of ``store``; yields ``(property, result)``
+    (:func:`amnesic_probing`, with ``layer`` and ``num_utterances``)."""
+    from speechinterp import audio
+    keep = first_per_speaker(store, int(per_speaker))
+    paths = [p if os.path.isabs(p) else os.path.join(audio_root, p)
+             for p in np.array(store.column("path"))[keep]]
+    waves = [audio.load_audio(p, encoder.sample_rate, 0.0) for p in paths]
+    original = [np.asarray(store.layer(k)[keep], np.float32) for k in range(store.num_layers)]
+    tasks = {t: subset_task(store, t, keep, seed) for t in tasks if store.has_column(t)}
+    layer = encoder.layer_names[len(encoder.layer_names) // 2]
+    for prop in properties:
+        if prop not in tasks:
+            continue
+        res = amnesic_probing(encoder, waves, tasks, prop, layer, original=original, cfg=cfg,
+                              seed=seed, batch_size=batch_size)
+        yield prop, {**res, "num_utterances": int(len(keep))}

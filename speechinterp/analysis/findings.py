@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+from speechinterp.analysis.numbers import accuracy_text
+
 HOLDS, NOT, UNDECIDED = "holds", "does not hold", "undecided"
 _AS_BOOL = {HOLDS: True, NOT: False, UNDECIDED: None}
 
@@ -114,7 +116,7 @@ def _acc_ci(d):
 
 
 def _num(a, ci=None) -> str:
-    return f"{a:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " [no interval]")
+    return accuracy_text(a, ci, no_interval=" [no interval]")
 
 
 def _fmt(d) -> str:

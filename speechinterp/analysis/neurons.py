@@ -69,3 +69,20 @@ def top_random_gap(results: dict, mode: str = "retrain") -> dict[str, float]:
     """Accuracy(top k%) - accuracy(random k%) per k: small gaps mean redundant information."""
     ab = results["ablation"][mode]
     return {k: ab["top"][k] - ab["random"][k] for k in ab["top"]}
+
+
+def salient_overlap(probes: dict) -> dict:
+    """``{"names", "shared", "jaccard"}``: the overlap of the minimal subsets of several
+    properties' probe results (property -> results.json) of one encoder."""
+    names, shared, jac = overlap_matrix({p: salient_set(r) for p, r in probes.items()})
+    return {"names": names, "shared": shared.tolist(), "jaccard": jac.tolist()}
+
+
+def store_redundancy(store, max_neurons: int = 4000, seed: int = 0) -> dict:
+    """:func:`redundancy` of every neuron of a store, all layers side by side; above
+    ``max_neurons`` a fixed random sample of them (hierarchical clustering is O(D^2))."""
+    X = np.concatenate([np.asarray(store.layer(k), np.float32)
+                        for k in range(store.num_layers)], 1)
+    if X.shape[1] > max_neurons:
+        X = X[:, np.random.default_rng(seed).choice(X.shape[1], max_neurons, replace=False)]
+    return redundancy(X)

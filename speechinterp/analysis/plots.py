@@ -1,12 +1,16 @@
 """Figures of probing results (matplotlib, Agg). Each function returns a Figure."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
+
+from speechinterp.study.records import CorpusSummary, EncoderRun, StudySummary  # noqa: E402
 
 CORPORA = ("built-in espeak corpus", "recorded speech")
 
@@ -30,29 +34,26 @@ def _band(ax, x, layers, color, key="accuracy_ci95", alpha=0.2):
                         lw=0)
 
 
-def encoder_styles(encoders: dict) -> dict:
+def _style(hue: int, random: bool) -> dict:
+    c = np.array(mcolors.to_rgb(f"C{hue % 10}"))
+    if random:
+        return {"color": tuple(c + 0.55 * (1 - c)), "hatch": "//", "ls": "--", "marker": "^",
+                "edge": tuple(c)}
+    return {"color": tuple(c), "hatch": None, "ls": "-", "marker": "o", "edge": tuple(c)}
+
+
+def encoder_styles(encoders: Mapping[str, EncoderRun]) -> dict:
     """name -> {"color", "hatch", "ls", "marker"}: one hue per trained / pretrained encoder, and
     its random-weights copy in the same hue, lighter, hatched and dashed."""
-    def base(n, e):
-        return e.get("base") or (n[:-len("_random")] if n.endswith("_random") else n)
-    bases = sorted({base(n, e) for n, e in encoders.items()})
-    out = {}
-    for n, e in encoders.items():
-        b = base(n, e)
-        c = np.array(mcolors.to_rgb(f"C{bases.index(b) % 10}"))
-        if e.get("random"):
-            out[n] = {"color": tuple(c + 0.55 * (1 - c)), "hatch": "//", "ls": "--",
-                      "marker": "^", "edge": tuple(c)}
-        else:
-            out[n] = {"color": tuple(c), "hatch": None, "ls": "-", "marker": "o",
-                      "edge": tuple(c)}
-    return out
+    bases = sorted({e.base or n if e.random else n for n, e in encoders.items()})
+    return {n: _style(bases.index(e.base or n if e.random else n), e.random)
+            for n, e in encoders.items()}
 
 
-def paired_order(encoders: dict) -> list:
+def paired_order(encoders: Mapping[str, EncoderRun]) -> list:
     """Encoder names sorted, each random-weights copy right after its encoder."""
-    real = sorted(n for n, e in encoders.items() if not e.get("random"))
-    rnd = {e.get("base") or n[:-len("_random")]: n for n, e in encoders.items() if e.get("random")}
+    real = sorted(n for n, e in encoders.items() if not e.random)
+    rnd = {e.base or n: n for n, e in encoders.items() if e.random}
     out = []
     for n in real:
         out += [n] + ([rnd.pop(n)] if n in rnd else [])
@@ -70,7 +71,7 @@ def layerwise_figure(results: dict, random_results: dict | None = None, title: s
         ax.plot(x, [l["control_accuracy"] for l in layers], "s--", color="C1",
                 label="control task")
     if random_results is not None:
-        c = encoder_styles({"e": {}, "e_random": {"random": True}})["e_random"]["color"]
+        c = _style(0, random=True)["color"]
         ax.plot(x, [l["accuracy"] for l in random_results["layers"]], "^--", color=c,
                 label="random-weights encoder")
         _band(ax, x, random_results["layers"], c)
@@ -141,28 +142,16 @@ def _grid(n, width=3.6, height=3.0):
     return fig, list(axes.flat[:n])
 
 
-def _real(summary):
-    return {n: e for n, e in summary["encoders"].items() if not e.get("random")}
-
-
-def _random_copy(summary, name, prop):
-    """The probe results of ``name``'s random-weights copy for ``prop`` (None if absent)."""
-    for n, e in summary["encoders"].items():
-        if e.get("random") and (e.get("base") or n[:-len("_random")]) == name:
-            return e.get("probes", {}).get(prop)
-    return None
-
-
 def study_layerwise_figure(summary, prop):
     """One panel per encoder: test accuracy per layer for ``prop`` with 95% bands, against the
     control task, the majority class and the random-weights copy (same hue, lighter)."""
-    encs = {n: e for n, e in _real(summary).items() if prop in e["probes"]}
+    encs = {n: e for n, e in summary.real().items() if prop in e.probes}
     if not encs:
         return None
-    styles = encoder_styles(summary["encoders"])
+    styles = encoder_styles(summary.encoders)
     fig, axes = _grid(len(encs))
     for ax, (name, e) in zip(axes, encs.items()):
-        res = e["probes"][prop]
+        res = e.probes[prop]
         x = np.arange(len(res["layers"]))
         st = styles[name]
         ax.plot(x, [l["accuracy"] for l in res["layers"]], "o-", color=st["color"], ms=4,
@@ -171,9 +160,10 @@ def study_layerwise_figure(summary, prop):
         if all(l.get("control_accuracy") is not None for l in res["layers"]):
             ax.plot(x, [l["control_accuracy"] for l in res["layers"]], "s:", color="0.35",
                     ms=3, label="control task")
-        rnd = _random_copy(summary, name, prop)
+        copy = summary.random_copy(name)
+        rnd = copy.probes.get(prop) if copy else None
         if rnd and len(rnd["layers"]) == len(x):
-            rs = styles.get(f"{name}_random") or {"color": st["color"]}
+            rs = styles[copy.name]
             ax.plot(x, [l["accuracy"] for l in rnd["layers"]], "^--", color=rs["color"], ms=4,
                     label="random weights")
             _band(ax, x, rnd["layers"], rs["color"], alpha=0.25)
@@ -194,15 +184,15 @@ def study_layerwise_figure(summary, prop):
 
 def minimal_subset_heatmap(summary):
     """Share of each layer's neurons in the minimal subset, per encoder (rows: properties)."""
-    encs = {n: e for n, e in _real(summary).items()
-            if any("minimal_subset" in r for r in e["probes"].values())}
+    encs = {n: e.probes for n, e in summary.real().items()
+            if any("minimal_subset" in r for r in e.probes.values())}
     if not encs:
         return None
     fig, axes = _grid(len(encs), 4.2, 3.0)
     for ax, (name, e) in zip(axes, encs.items()):
-        props = sorted(p for p, r in e["probes"].items() if "minimal_subset" in r)
-        layers = e["probes"][props[0]]["layers"]
-        M = np.array([[100 * e["probes"][p]["minimal_subset"]["per_layer"].get(l["name"], 0)
+        props = sorted(p for p, r in e.items() if "minimal_subset" in r)
+        layers = e[props[0]]["layers"]
+        M = np.array([[100 * e[p]["minimal_subset"]["per_layer"].get(l["name"], 0)
                        / l["dim"] for l in layers] for p in props])
         im = ax.imshow(M, aspect="auto", cmap="viridis")
         ax.set_yticks(range(len(props)), props, fontsize=8)
@@ -219,22 +209,22 @@ def minimal_subset_heatmap(summary):
 def study_ablation_figure(summary, pct="20", mode="retrain"):
     """Accuracy keeping the top / random / bottom ``pct``% neurons, per encoder and property,
     with 95% intervals as error bars."""
-    encs = {n: e for n, e in _real(summary).items()
-            if any("ablation" in r for r in e["probes"].values())}
+    encs = {n: e.probes for n, e in summary.real().items()
+            if any("ablation" in r for r in e.probes.values())}
     if not encs:
         return None
     fig, axes = _grid(len(encs), 4.0, 3.0)
     for ax, (name, e) in zip(axes, encs.items()):
-        props = sorted(p for p, r in e["probes"].items() if "ablation" in r)
+        props = sorted(p for p, r in e.items() if "ablation" in r)
         x = np.arange(len(props))
         for i, how in enumerate(("top", "random", "bottom")):
-            vals = [e["probes"][p]["ablation"][mode][how].get(pct, np.nan) for p in props]
-            cis = [((e["probes"][p].get("ablation_ci95") or {}).get(mode, {}).get(how, {})
+            vals = [e[p]["ablation"][mode][how].get(pct, np.nan) for p in props]
+            cis = [((e[p].get("ablation_ci95") or {}).get(mode, {}).get(how, {})
                     .get(pct)) for p in props]
             ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=f"{how} {pct}%", yerr=_yerr(vals, cis),
                    capsize=2, error_kw={"lw": 0.8})
-        ovals = [e["probes"][p]["oracle"]["accuracy"] for p in props]
-        ax.errorbar(x, ovals, yerr=_yerr(ovals, [e["probes"][p]["oracle"].get("accuracy_ci95")
+        ovals = [e[p]["oracle"]["accuracy"] for p in props]
+        ax.errorbar(x, ovals, yerr=_yerr(ovals, [e[p]["oracle"].get("accuracy_ci95")
                                                  for p in props]),
                     fmt="k_", ms=18, lw=0.8, label="all neurons")
         ax.set_xticks(x, props, rotation=30, ha="right", fontsize=8)
@@ -249,7 +239,7 @@ def study_ablation_figure(summary, pct="20", mode="retrain"):
 
 def overlap_figure(summary):
     """Jaccard overlap of the properties' minimal subsets, per encoder (numbers: shared)."""
-    ov = summary.get("overlap") or {}
+    ov = summary.overlap
     if not ov:
         return None
     fig, axes = _grid(len(ov), 3.8, 3.4)
@@ -271,8 +261,8 @@ def overlap_figure(summary):
 
 def _eer_axes(ax, summary, styles):
     """Draw one corpus's EER-per-layer curves on ``ax``."""
-    eer = summary.get("eer") or {}
-    for name in paired_order({n: summary["encoders"].get(n, {}) for n in eer}):
+    eer = summary.eer
+    for name in paired_order({n: summary.encoders[n] for n in eer if n in summary.encoders}):
         e, st = eer[name], styles[name]
         depth = np.linspace(0, 1, len(e["eer"]))
         ax.plot(depth, 100 * np.array(e["eer"], float), ls=st["ls"], marker=st["marker"],
@@ -284,16 +274,14 @@ def _eer_axes(ax, summary, styles):
 def _eer_styles(*summaries):
     encs = {}
     for s in summaries:
-        encs.update({n: {} for n in s.get("eer") or {}})
-    for s in summaries:
-        encs.update(s["encoders"])
+        encs.update(s.encoders)
     return encoder_styles(encs)
 
 
 def eer_figure(summary):
     """Speaker-verification EER per layer (cosine scoring); an encoder and its random-weights
     copy in the same hue (the copy lighter and dashed)."""
-    if not summary.get("eer"):
+    if not summary.eer:
         return None
     fig, ax = plt.subplots(figsize=(8.5, 4))
     _eer_axes(ax, summary, _eer_styles(summary))        # same hues as the other figures
@@ -305,7 +293,7 @@ def eer_figure(summary):
 
 def eer_corpora_figure(summary, recorded):
     """EER per layer on the built-in espeak corpus and on recorded speech, side by side."""
-    if not summary.get("eer") or not recorded.get("eer"):
+    if not summary.eer or not recorded.eer:
         return None
     styles = _eer_styles(summary, recorded)
     return _two_corpora(summary, recorded, lambda ax, s: _eer_axes(ax, s, styles),
@@ -335,7 +323,7 @@ def _two_corpora(summary, recorded, draw, suptitle, **subplots):
 def bias_figure(summary):
     """Per-group accuracy of each task model: unmasked, protected-salient neurons masked inside
     the encoder, and as many random neurons masked; 95% intervals as error bars."""
-    bias = summary.get("bias") or {}
+    bias = summary.bias
     if not bias:
         return None
     fig, axes = _grid(len(bias), 4.2, 3.2)
@@ -370,15 +358,15 @@ def bias_figure(summary):
 
 def _best_layer_axes(ax, summary, styles):
     """Draw one corpus's best-layer bars on ``ax``; False when it has no probes."""
-    encs = {n: e for n, e in summary["encoders"].items() if e.get("probes")}
-    props = sorted({p for e in encs.values() for p in e["probes"]})
+    encs = {n: e.probes for n, e in summary.encoders.items() if e.probes}
+    props = summary.properties()
     if not props:
         return False
-    names = paired_order(encs)
+    names = paired_order({n: summary.encoders[n] for n in encs})
     width = 0.8 / len(names)
     for i, n in enumerate(names):
-        best = [max(encs[n]["probes"][p]["layers"], key=lambda l: l["accuracy"])
-                if p in encs[n]["probes"] and encs[n]["probes"][p]["layers"] else None
+        best = [max(encs[n][p]["layers"], key=lambda l: l["accuracy"])
+                if p in encs[n] and encs[n][p]["layers"] else None
                 for p in props]
         vals = [b["accuracy"] if b else 0 for b in best]
         cis = [b.get("accuracy_ci95") if b else None for b in best]
@@ -395,11 +383,11 @@ def _best_layer_axes(ax, summary, styles):
 def best_layer_figure(summary):
     """Best-layer accuracy per property and encoder with its 95% interval; each encoder's
     random-weights copy beside it in the same hue, lighter and hatched."""
-    props = {p for e in summary["encoders"].values() for p in e.get("probes") or {}}
+    props = summary.properties()
     if not props:
         return None
     fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(props) + 4.5), 4))
-    _best_layer_axes(ax, summary, encoder_styles(summary["encoders"]))
+    _best_layer_axes(ax, summary, encoder_styles(summary.encoders))
     ax.set_title("Best layer per property and encoder (lighter, hatched: random weights; "
                  "error bars: 95% CI)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside the bars
@@ -409,11 +397,10 @@ def best_layer_figure(summary):
 
 def best_layer_corpora_figure(summary, recorded):
     """The best-layer figure for both corpora side by side (same colours per encoder)."""
-    count = [len({p for e in s["encoders"].values() for p in e.get("probes") or {}})
-             for s in (summary, recorded)]
+    count = [len(s.properties()) for s in (summary, recorded)]
     if not all(count):
         return None
-    styles = encoder_styles({**summary["encoders"], **recorded["encoders"]})
+    styles = encoder_styles({**summary.encoders, **recorded.encoders})
     return _two_corpora(summary, recorded, lambda ax, s: _best_layer_axes(ax, s, styles),
                         "Best layer per property and encoder, both corpora (lighter, hatched: "
                         "random weights; error bars: 95% CI)",
@@ -425,7 +412,7 @@ def ranking_agreement_figure(summary):
     """Top-5% overlap between the neuron-ranking methods, per encoder and property (the
     numbers), with the chance level in the title; Fan et al. (NeurIPS 2023) compare methods so."""
     panels = [(f"{n} / {p}", r["ranking_agreement"])
-              for n, e in summary["encoders"].items() for p, r in e.get("probes", {}).items()
+              for n, e in summary.encoders.items() for p, r in e.probes.items()
               if r.get("ranking_agreement")]
     if not panels:
         return None
@@ -447,3 +434,31 @@ def ranking_agreement_figure(summary):
     fig.suptitle("Top-5% neuron overlap between ranking methods")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
+
+
+# ----------------------------------------------------------------------------- the study's figures
+def corpus_figures(summary: CorpusSummary) -> dict:
+    """name -> Figure for every figure one corpus's summary supports."""
+    figs = {f"layerwise_{p}.png": study_layerwise_figure(summary, p)
+            for p in summary.properties()}
+    figs["minimal_subset_heatmap.png"] = minimal_subset_heatmap(summary)
+    figs["ablation.png"] = study_ablation_figure(summary)
+    figs["overlap.png"] = overlap_figure(summary)
+    figs["eer.png"] = eer_figure(summary)
+    figs["bias.png"] = bias_figure(summary)
+    figs["best_layer.png"] = best_layer_figure(summary)
+    figs["ranking_agreement.png"] = ranking_agreement_figure(summary)
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+def study_figures(summary: StudySummary) -> dict:
+    """name -> Figure for the whole study: the main corpus's figures, the recorded corpus's
+    prefixed ``recorded_``, and ``*_corpora.png`` with both corpora side by side."""
+    figs = corpus_figures(summary)
+    rec = summary.recorded.studied() if summary.recorded else None
+    if rec is not None:
+        figs.update({f"recorded_{k}": v for k, v in corpus_figures(rec).items()})
+        both = {"best_layer_corpora.png": best_layer_corpora_figure(summary, rec),
+                "eer_corpora.png": eer_corpora_figure(summary, rec)}
+        figs.update({k: v for k, v in both.items() if v is not None})
+    return figs

@@ -1,11 +1,19 @@
-"""The study report: Markdown text and a self-contained HTML page (figures inlined)."""
+"""The study report: section functions over the typed :class:`StudySummary`, joined as Markdown,
+and an HTML page rendered from it by Python-Markdown with the figures inlined.
+
+Figures are built in :mod:`speechinterp.analysis.plots` (``study_figures``); numbers are
+written by :mod:`speechinterp.analysis.numbers`.
+"""
 from __future__ import annotations
 
 import base64
-import html
 import os
+import re
 
-from speechinterp.analysis import plots
+from speechinterp.analysis.numbers import accuracy_text as _acc
+from speechinterp.analysis.numbers import number_text as _f
+from speechinterp.analysis.plots import CORPORA, paired_order
+from speechinterp.study.records import CorpusSummary, RecordedCorpus, StudySummary
 
 FIGURES = {
     "layerwise_{prop}.png": "layer-wise accuracy per encoder",
@@ -29,99 +37,54 @@ LIMITS = (
     "The task CNNs are small and trained on this corpus only, far from the paper's models; "
     "the Task models table shows how well each learned its own task.")
 
-
-def _corpus_figures(summary) -> dict:
-    figs = {}
-    props = sorted({p for e in summary["encoders"].values() for p in e.get("probes", {})})
-    for p in props:
-        figs[f"layerwise_{p}.png"] = plots.study_layerwise_figure(summary, p)
-    figs["minimal_subset_heatmap.png"] = plots.minimal_subset_heatmap(summary)
-    figs["ablation.png"] = plots.study_ablation_figure(summary)
-    figs["overlap.png"] = plots.overlap_figure(summary)
-    figs["eer.png"] = plots.eer_figure(summary)
-    figs["bias.png"] = plots.bias_figure(summary)
-    figs["best_layer.png"] = plots.best_layer_figure(summary)
-    figs["ranking_agreement.png"] = plots.ranking_agreement_figure(summary)
-    return {k: v for k, v in figs.items() if v is not None}
-
-
-def make_figures(summary) -> dict:
-    """name -> matplotlib Figure for every figure the summary supports; the recorded corpus's
-    figures are prefixed ``recorded_``, and ``*_corpora.png`` show both corpora side by side."""
-    figs = _corpus_figures(summary)
-    rec = _recorded(summary)
-    if rec is not None:
-        figs.update({f"recorded_{k}": v for k, v in _corpus_figures(rec).items()})
-        both = {"best_layer_corpora.png": plots.best_layer_corpora_figure(summary, rec),
-                "eer_corpora.png": plots.eer_corpora_figure(summary, rec)}
-        figs.update({k: v for k, v in both.items() if v is not None})
-    return figs
-
-
-def _recorded(summary):
-    """The recorded corpus's sub-summary when it was studied (status ok), else None."""
-    rec = summary.get("recorded")
-    if not rec or rec.get("status") != "ok" or not rec.get("encoders"):
-        return None
-    return {**rec, "encoders": rec["encoders"], "eer": rec.get("eer") or {},
-            "overlap": rec.get("overlap") or {}, "bias": rec.get("bias") or {},
-            "findings": rec.get("findings") or []}
-
-
-def _verdict(h):
-    return {True: "holds", False: "does not hold", None: "undecided"}[h]
-
-
-def markdown(summary, figure_names, config) -> str:
-    """The report as Markdown; a summary with ``recorded`` also gets the recorded corpus."""
-    L = ["# speechinterp study report", ""]
-    encs = summary["encoders"]
-    has_rec = "recorded" in summary
-    rec = _recorded(summary)
-    L.append(f"Encoders: {', '.join(sorted(encs))}. Corpus: `{summary.get('corpus_manifest')}`. "
-             + (_recorded_line(summary["recorded"]) if has_rec else "")
-             + f"Total time {summary.get('total_time_s', 0):.0f} s.")
-    L += [""] + HOW_TO_READ[:-1] + [""] + _task_models_section(summary)[:-1]
-    if has_rec:
-        L += ["", ESPEAK_ONLY]
-    from speechinterp.analysis.findings import AGGREGATION, ENCODED, UNDECIDED_WHEN
-    L += ["", "## Findings", ""]
-    L += _findings_table(summary, figure_names) if has_rec else _findings_table_one(summary)
-    L += ["", f"How the verdicts are reached: {ENCODED}. {UNDECIDED_WHEN} {AGGREGATION}"]
-    L += ["", LIMITS]
-    if has_rec:
-        L += [""] + _recorded_section(summary["recorded"])[:-1]
-    L += ["", "## Figures", ""]
-    for name in figure_names:
-        L += [f"### {_figure_heading(name)}", "", f"![{name}](figures/{name})", ""]
-    if rec is None:
-        L += _layerwise_section(summary)
-    else:
-        L += _layerwise_section(summary, "## Layer-wise results: built-in espeak corpus")
-        L += _layerwise_section(rec, "## Layer-wise results: recorded human speech")
-    L += _methods_section(summary) + _amnesic_section(summary)
-    L += _eer_section(summary) + _bias_section(summary)
-    if summary.get("stage_times_s"):
-        L += ["## Stage times (s)", ""]
-        L += [f"- {k}: {v:.1f}" for k, v in summary["stage_times_s"].items()]
-    return "\n".join(L) + "\n"
-
-
-CORPORA = plots.CORPORA
 ESPEAK_ONLY = ("The task models table and the bias analysis are for the built-in espeak corpus "
                "only: the task CNNs were trained there, and their own tasks are not labelled on "
                "the recorded corpus.")
 
 
-def _figure_heading(name: str) -> str:
-    stem = name[:-4]
-    if stem.startswith("recorded_"):
-        return "recorded speech: " + stem[len("recorded_"):].replace("_", " ")
-    if stem.endswith("_corpora"):
-        return stem[:-len("_corpora")].replace("_", " ") + ": both corpora"
-    return stem.replace("_", " ")
+def markdown(summary: StudySummary, figure_names) -> str:
+    """The report as Markdown: every section in reading order."""
+    rec = summary.recorded
+    studied = rec.studied() if rec else None
+    L = header_section(summary) + HOW_TO_READ[:-1] + [""] + task_models_section(summary)
+    if rec is not None:
+        L += [ESPEAK_ONLY, ""]
+    L += findings_section(summary, figure_names) + [LIMITS, ""]
+    if rec is not None:
+        L += recorded_section(rec)
+    L += figures_section(figure_names)
+    if studied is None:
+        L += layerwise_section(summary)
+    else:
+        L += layerwise_section(summary, f"## Layer-wise results: {CORPORA[0]}")
+        L += layerwise_section(studied, "## Layer-wise results: recorded human speech")
+    L += methods_section(summary) + amnesic_section(summary)
+    L += eer_section(summary) + bias_section(summary) + stage_times_section(summary)
+    return "\n".join(L).rstrip("\n") + "\n"
 
 
+def html_page(md_text: str, figure_dir: str) -> str:
+    """A self-contained HTML page: the Markdown rendered by Python-Markdown (tables extension),
+    each ``figures/NAME`` image inlined as base64 when the file exists."""
+    import markdown as md
+
+    body = md.markdown(md_text, extensions=["tables"], output_format="html")
+
+    def inline(m):
+        path = os.path.join(figure_dir, m.group(1))
+        if not os.path.exists(path):
+            return m.group(0)
+        with open(path, "rb") as f:
+            return f'src="data:image/png;base64,{base64.b64encode(f.read()).decode()}"'
+    body = re.sub(r'src="figures/([^"]+)"', inline, body)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>speechinterp study</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;"
+            "font-size:13px;vertical-align:top}img{max-width:100%}</style></head><body>\n"
+            + body + "\n</body></html>")
+
+
+# ----------------------------------------------------------------------------- small helpers
 def _status(status) -> str:
     """``ok``, or ``**unavailable**: reason``."""
     status = str(status or "not recorded")
@@ -134,10 +97,34 @@ def _reason(status) -> str:
     return str(status).partition(":")[2].strip() or str(status)
 
 
-def _recorded_line(rec) -> str:
-    if rec.get("status") == "ok":
-        return f"Recorded-speech corpus: `{rec.get('corpus_manifest')}`. "
-    return f"Recorded-speech corpus: {_status(rec.get('status'))}. "
+def _verdict(h):
+    return {True: "holds", False: "does not hold", None: "undecided"}[h]
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell."""
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def _count(n, inner=None) -> str:
+    """``120 (14)``; ``-`` where not recorded."""
+    return ("-" if n is None else str(n)) + (f" ({inner})" if inner is not None else "")
+
+
+def _speakers(n) -> str:
+    return f"{n} speaker{'s' * (n != 1)}"
+
+
+# ----------------------------------------------------------------------------- header, findings
+def header_section(summary: StudySummary) -> list:
+    rec = summary.recorded
+    rec_line = ""
+    if rec is not None:
+        rec_line = (f"Recorded-speech corpus: `{rec.corpus_manifest}`. " if rec.ok
+                    else f"Recorded-speech corpus: {_status(rec.status)}. ")
+    return ["# speechinterp study report", "",
+            f"Encoders: {', '.join(sorted(summary.encoders))}. Corpus: "
+            f"`{summary.corpus_manifest}`. {rec_line}Total time {summary.total_time_s:.0f} s.", ""]
 
 
 def _overall(f) -> str:
@@ -151,47 +138,66 @@ def _per_encoder(f) -> str:
                      for k, v in f.get("per_encoder", {}).items()) or f["evidence"]
 
 
-def _findings_table_one(summary) -> list:
-    L = ["| # | finding (about) | criterion | outcome per encoder | overall | figure |",
-         "| --- | --- | --- | --- | --- | --- |"]
-    for i, f in enumerate(summary["findings"], 1):
+def _finding_cell(f) -> str:
+    return _cell(f"{_overall(f)}. Per encoder: {_per_encoder(f)}")
+
+
+def findings_section(summary: StudySummary, figure_names) -> list:
+    """One findings table: one outcome column per corpus (the overall outcome, then the outcome
+    per encoder), and how the verdicts are reached."""
+    from speechinterp.analysis.findings import AGGREGATION, ENCODED, UNDECIDED_WHEN
+    rec = summary.recorded
+    studied = rec.studied() if rec else None
+    corpora = CORPORA[:2] if rec is not None else CORPORA[:1]
+    by_name = {f["finding"]: f for f in (studied.findings if studied else ())}
+    L = ["## Findings", "",
+         "| # | finding (about) | criterion | " + " | ".join(corpora) + " | figure |",
+         "| --- | --- | --- | " + " | ".join("---" for _ in corpora) + " | --- |"]
+    for i, f in enumerate(summary.findings, 1):
         about = f" ({f['about']})" if f.get("about") else ""
+        cells = [_finding_cell(f)]
+        figs = f"`{f['figure']}`"
+        if rec is not None:
+            g = by_name.get(f["finding"])
+            cells.append("not run (corpus unavailable)" if not rec.ok else
+                         "not run (no encoder was studied on it)" if studied is None else
+                         "not evaluated" if g is None else _finding_cell(g))
+            if f"recorded_{f['figure']}" in figure_names:
+                figs += f", `recorded_{f['figure']}`"
         L.append(f"| {i} | {f['finding']}{about} | {f.get('criterion', '-')} | "
-                 f"{_per_encoder(f).replace('|', '/')} | {_overall(f)} | `{f['figure']}` |")
+                 + " | ".join(cells) + f" | {figs} |")
+    if rec is not None:
+        L += ["", "Each corpus's outcome comes from its own probes and intervals by the same "
+              "criterion; a property the recorded corpus cannot test (see below) is not "
+              "probed there, so findings about it are undecided on that corpus."]
+    return L + ["", f"How the verdicts are reached: {ENCODED}. {UNDECIDED_WHEN} {AGGREGATION}",
+                ""]
+
+
+def figures_section(figure_names) -> list:
+    L = ["## Figures", ""]
+    for name in figure_names:
+        L += [f"### {_figure_heading(name)}", "", f"![{name}](figures/{name})", ""]
     return L
 
 
-def _findings_table(summary, figure_names) -> list:
-    """One outcome column per corpus: the overall outcome, then the outcome per encoder."""
-    rec = _recorded(summary)
-    by_name = {f["finding"]: f for f in (rec or {}).get("findings", [])}
-    L = [f"| # | finding (about) | criterion | {CORPORA[0]} | {CORPORA[1]} | figure |",
-         "| --- | --- | --- | --- | --- | --- |"]
-    for i, f in enumerate(summary["findings"], 1):
-        about = f" ({f['about']})" if f.get("about") else ""
-        g = by_name.get(f["finding"])
-        if rec is None:
-            other = ("not run (corpus unavailable)" if summary["recorded"].get("status") != "ok"
-                     else "not run (no encoder was studied on it)")
-        elif g is None:
-            other = "not evaluated"
-        else:
-            other = f"{_overall(g)}. Per encoder: {_per_encoder(g)}"
-        figs = f"`{f['figure']}`"
-        if f"recorded_{f['figure']}" in figure_names:
-            figs += f", `recorded_{f['figure']}`"
-        L.append(f"| {i} | {f['finding']}{about} | {f.get('criterion', '-')} | "
-                 f"{_overall(f)}. Per encoder: {_per_encoder(f).replace('|', '/')} | "
-                 f"{other.replace('|', '/')} | {figs} |")
-    return L + ["", "Each corpus's outcome comes from its own probes and intervals by the same "
-                "criterion; a property the recorded corpus cannot test (see below) is not "
-                "probed there, so findings about it are undecided on that corpus."]
+def _figure_heading(name: str) -> str:
+    stem = name[:-4]
+    if stem.startswith("recorded_"):
+        return "recorded speech: " + stem[len("recorded_"):].replace("_", " ")
+    if stem.endswith("_corpora"):
+        return stem[:-len("_corpora")].replace("_", " ") + ": both corpora"
+    return stem.replace("_", " ")
 
 
-def _speakers(n) -> str:
-    return f"{n} speaker{'s' * (n != 1)}"
+def stage_times_section(summary: StudySummary) -> list:
+    if not summary.stage_times_s:
+        return []
+    return ["## Stage times (s)", ""] + [f"- {k}: {v:.1f}"
+                                         for k, v in summary.stage_times_s.items()]
 
 
+# ----------------------------------------------------------------------------- recorded corpus
 def _class_counts(prop, counts) -> str:
     """``female 24 speakers, male 28 speakers``; speaker identity: its own counts."""
     if not counts:
@@ -213,63 +219,67 @@ def _not_testable_why(prop, counts) -> str:
     return "not testable on this corpus: confounded with speaker"
 
 
-def _recorded_section(rec) -> list:
+def _sources_table(sources) -> list:
+    L = ["| source | status | utterances | speakers (per gender) | languages | licence |",
+         "| --- | --- | ---: | ---: | --- | --- |"]
+    for src in sources:
+        ok = src.get("status") == "ok"
+        spg = src.get("speakers_per_gender") or {}
+        spk = "-" if src.get("speakers") is None else str(src["speakers"])
+        if spg:
+            spk += " (" + ", ".join(f"{g} {n}" for g, n in spg.items()) + ")"
+        L.append(f"| {src.get('name', '?')} | {_status(src.get('status'))} | "
+                 f"{src.get('utterances', '-') if ok else '-'} | {spk if ok else '-'} | "
+                 f"{', '.join(src.get('languages') or []) or '-'} | "
+                 f"{src.get('licence') or '-'} |".replace("\n", " "))
+    missing = [f"{src.get('name', '?')} ({_reason(src.get('status'))})"
+               for src in sources if src.get("status") != "ok"]
+    if missing:
+        L += ["", "Could not be fetched: " + "; ".join(missing) + "."]
+    return L + [""]
+
+
+def _testable_lines(testable) -> list:
+    yes = {p: v[1] for p, v in testable.items() if v[0]}
+    no = {p: v[1] for p, v in testable.items() if not v[0]}
+    L = ["Testable on this corpus (enough distinct speakers per class for a speaker-disjoint "
+         "split):", ""]
+    L += [f"- {p}: {_class_counts(p, c)}" for p, c in yes.items()] or ["- none"]
+    if no:
+        L += ["", "Not testable:", ""]
+        L += [f"- {p}: **{_not_testable_why(p, c)}** ({_class_counts(p, c)})"
+              for p, c in no.items()]
+    can = [("speaker identity" if p == "speaker" else
+            "channel (simulated on the real recordings)" if p == "channel" else p) for p in yes]
+    can = (", ".join(can[:-1]) + " and " + can[-1] if len(can) > 1 else
+           "".join(can) or "nothing this study probes")
+    cannot = ", ".join(no) or "none of the probed properties"
+    return L + ["", f"What it can show: how the encoders respond to real people rather than "
+                f"espeak's voice variants, for {can}, and speaker verification on real voices. "
+                f"What it cannot show: {cannot}, where some class is one or a few people, so a "
+                "probe would learn their voices rather than the property; nor accent, nor the "
+                "task models' own tasks and their bias, which are not labelled here. Its "
+                "sources differ in recording conditions and are small, so its intervals are "
+                "wide.", ""]
+
+
+def recorded_section(rec: RecordedCorpus) -> list:
     """What the recorded corpus holds, which properties it can test, and which it cannot."""
     L = ["## Recorded human speech: what this corpus can and cannot show", ""]
-    if rec.get("status") == "ok":
-        L += [f"Corpus: `{rec.get('corpus_manifest')}`, assembled at run time from packages. "
-              "Its encoders: " + (", ".join(sorted(rec.get("encoders") or {})) or "none")
-              + ".", ""]
+    if rec.ok:
+        names = sorted(rec.summary.encoders) if rec.summary else []
+        L += [f"Corpus: `{rec.corpus_manifest}`, assembled at run time from packages. "
+              "Its encoders: " + (", ".join(names) or "none") + ".", ""]
     else:
-        L += [f"The recorded corpus could not be built ({_status(rec.get('status'))}); the "
+        L += [f"The recorded corpus could not be built ({_status(rec.status)}); the "
               "findings, tables and figures below are from the built-in espeak corpus only.", ""]
-    sources = rec.get("sources") or []
-    if sources:
-        L += ["| source | status | utterances | speakers (per gender) | languages | licence |",
-              "| --- | --- | ---: | ---: | --- | --- |"]
-        for src in sources:
-            ok = src.get("status") == "ok"
-            spg = src.get("speakers_per_gender") or {}
-            spk = "-" if src.get("speakers") is None else str(src["speakers"])
-            if spg:
-                spk += " (" + ", ".join(f"{g} {n}" for g, n in spg.items()) + ")"
-            L.append(f"| {src.get('name', '?')} | {_status(src.get('status'))} | "
-                     f"{src.get('utterances', '-') if ok else '-'} | {spk if ok else '-'} | "
-                     f"{', '.join(src.get('languages') or []) or '-'} | "
-                     f"{src.get('licence') or '-'} |".replace("\n", " "))
-        missing = [f"{src.get('name', '?')} ({_reason(src.get('status'))})"
-                   for src in sources if src.get("status") != "ok"]
-        if missing:
-            L += ["", "Could not be fetched: " + "; ".join(missing) + "."]
-        L.append("")
-    testable = rec.get("testable") or {}
-    if testable:
-        yes = {p: v[1] for p, v in testable.items() if v[0]}
-        no = {p: v[1] for p, v in testable.items() if not v[0]}
-        L += ["Testable on this corpus (enough distinct speakers per class for a "
-              "speaker-disjoint split):", ""]
-        L += [f"- {p}: {_class_counts(p, c)}" for p, c in yes.items()] or ["- none"]
-        if no:
-            L += ["", "Not testable:", ""]
-            L += [f"- {p}: **{_not_testable_why(p, c)}** ({_class_counts(p, c)})"
-                  for p, c in no.items()]
-        L.append("")
-        can = [("speaker identity" if p == "speaker" else
-                "channel (simulated on the real recordings)" if p == "channel" else p)
-               for p in yes]
-        can = (", ".join(can[:-1]) + " and " + can[-1] if len(can) > 1 else
-               "".join(can) or "nothing this study probes")
-        cannot = ", ".join(no) or "none of the probed properties"
-        L += [f"What it can show: how the encoders respond to real people rather than espeak's "
-              f"voice variants, for {can}, and speaker verification on real voices. What it "
-              f"cannot show: {cannot}, where some class is one or a few people, so a probe "
-              "would learn their voices rather than the property; nor accent, nor the task "
-              "models' own tasks and their bias, which are not labelled here. Its sources "
-              "differ in recording conditions and are small, so its intervals are wide.", ""]
+    if rec.sources:
+        L += _sources_table(rec.sources)
+    if rec.testable:
+        L += _testable_lines(rec.testable)
     return L
 
 
-# ----------------------------------------------------------------------------- sections
 HOW_TO_READ = [
     "## How to read this report", "",
     "- **Accuracy** is test accuracy of a linear probe (elastic-net logistic regression) on one "
@@ -298,33 +308,9 @@ HOW_TO_READ = [
     ""]
 
 
-def _f(x, signed: bool = False) -> str:
-    """A number rounded to 3 digits, or n/a."""
-    if x is None:
-        return "n/a"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
-
-
-def _ci(ci) -> str:
-    if not ci or ci[0] is None or ci[1] is None:
-        return ""
-    return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def _acc(x, ci=None, sd=None) -> str:
-    """``0.812 [0.771, 0.850]`` (± sd when given)."""
-    s = _f(x) + (_ci(ci) if x is not None else "")
-    return s + (f" ± {sd:.3f}" if sd is not None else "")
-
-
-def _count(n, inner=None) -> str:
-    """``120 (14)``; ``-`` where not recorded."""
-    return ("-" if n is None else str(n)) + (f" ({inner})" if inner is not None else "")
-
-
-def _task_models_section(summary) -> list:
-    rows = [(n, e) for n, e in sorted(summary["encoders"].items())
-            if e.get("kind") == "task_cnn" and not e.get("random")]
+# ----------------------------------------------------------------------------- task models
+def task_models_section(summary: CorpusSummary) -> list:
+    rows = sorted(summary.task_cnns().items())
     if not rows:
         return []
     L = ["## Task models", "",
@@ -335,15 +321,15 @@ def _task_models_section(summary) -> list:
          "test accuracy [95% CI] | majority | random copy [95% CI] | learned its task |",
          "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for n, e in rows:
-        t = e.get("task_model")
+        t = e.task_model
         if not t:
-            L.append(f"| {n} | {e.get('trained_for', '-')} | - | - | not recorded | - | - | "
+            L.append(f"| {n} | {e.trained_for or '-'} | - | - | not recorded | - | - | "
                      "unknown |")
             continue
         learned = {True: "yes", False: "**no**"}.get(t.get("learned"), "unknown")
         size = _count(t.get("test_utterances"), t.get("test_speakers"))
         epochs = _count(t.get("epochs_run"), t.get("best_epoch"))
-        L.append(f"| {n} | {t.get('property', e.get('trained_for', '-'))} | {size} | {epochs} | "
+        L.append(f"| {n} | {t.get('property', e.trained_for or '-')} | {size} | {epochs} | "
                  f"{_acc(t.get('test_accuracy'), t.get('test_accuracy_ci95'))} | "
                  f"{_f(t.get('majority_accuracy'))} | "
                  f"{_acc(t.get('random_test_accuracy'), t.get('random_test_accuracy_ci95'))} | "
@@ -351,8 +337,10 @@ def _task_models_section(summary) -> list:
     return L + [""]
 
 
+# ----------------------------------------------------------------------------- layer-wise
 def _speakers_table(spc, prop: str) -> list:
     """Speakers per class and split, and a warning where a class has under 3 speakers."""
+    from speechinterp.analysis.findings import MIN_SPEAKERS
     from speechinterp.probes.data import SPEAKER_TASKS
     if not spc:
         return []
@@ -368,9 +356,9 @@ def _speakers_table(spc, prop: str) -> list:
         L.append(f"| {s} | " + " | ".join(str((spc[s] or {}).get(c, 0)) for c in classes)
                  + " |")
     few = [f"{c} ({s}: {(spc[s] or {}).get(c, 0)})" for s in ("dev", "test") if s in spc
-           for c in classes if (spc[s] or {}).get(c, 0) < 3]
+           for c in classes if (spc[s] or {}).get(c, 0) < MIN_SPEAKERS]
     if few:
-        L += ["", "**Confounded with speaker identity**: fewer than 3 speakers in "
+        L += ["", f"**Confounded with speaker identity**: fewer than {MIN_SPEAKERS} speakers in "
               + ", ".join(few) + "; these accuracies say more about the few voices than "
               "about the property."]
     return L + [""]
@@ -429,56 +417,60 @@ def _layer_table(res, rnd) -> tuple[list, bool]:
     return L, na
 
 
-def _layerwise_section(summary, title: str = "## Layer-wise results") -> list:
-    encs = summary["encoders"]
-    props = sorted({p for e in encs.values() for p in e.get("probes", {})})
+def _probe_notes(res, setting) -> list:
+    """Oracle, minimal subset, ranking stability and convergence of one probe result."""
+    notes = []
+    if res.get("probe_setting") and res.get("probe_setting") != setting:
+        notes.append(f"probe setting `{res['probe_setting']}`")
+    if "oracle" in res:
+        o = res["oracle"]
+        notes.append("oracle (all layers) "
+                     + _acc(o["accuracy"], o.get("accuracy_ci95"), o.get("accuracy_seed_sd")))
+    ms = res.get("minimal_subset")
+    if ms:
+        notes.append(f"minimal subset {ms['size']} neuron{'s' * (ms['size'] != 1)} "
+                     f"({100 * ms['fraction']:.1f}%) at "
+                     f"{_acc(ms['accuracy'], ms.get('accuracy_ci95'))}")
+    if "oracle" in res or "ranking_stability" in res:
+        notes.append("ranking stability: " + _stability(res.get("ranking_stability")))
+    notes.append("convergence: " + _convergence(res.get("convergence")))
+    return ["- " + n for n in notes] + [""]
+
+
+def _property_header(prop, first) -> list:
+    sizes = first.get("split_sizes") or {}
+    return [f"### {prop}", "",
+            f"{len(first.get('classes', []))} classes; majority "
+            f"{_acc(first['majority_accuracy'], first.get('majority_accuracy_ci95'))}; "
+            f"probe setting `{first.get('probe_setting', 'not recorded')}`; split sizes "
+            + (", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded") + "."
+            + _interval_note(first.get("interval")), ""] + _speakers_table(
+                first.get("speakers_per_class"), prop)
+
+
+def layerwise_section(summary: CorpusSummary, title: str = "## Layer-wise results") -> list:
+    """Per property: the split, then each real encoder's layer table beside its random copy."""
     L = [title, ""]
-    for prop in props:
-        have = [(n, e) for n, e in sorted(encs.items())
-                if prop in e.get("probes", {}) and not e.get("random")]
+    for prop in summary.properties():
+        have = [(n, e) for n, e in sorted(summary.real().items()) if prop in e.probes]
         if not have:
             continue
-        first = have[0][1]["probes"][prop]
-        sizes = first.get("split_sizes") or {}
-        L += [f"### {prop}", "",
-              f"{len(first.get('classes', []))} classes; majority "
-              f"{_acc(first['majority_accuracy'], first.get('majority_accuracy_ci95'))}; "
-              f"probe setting `{first.get('probe_setting', 'not recorded')}`; split sizes "
-              + (", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded") + "."
-              + _interval_note(first.get("interval")), ""]
-        L += _speakers_table(first.get("speakers_per_class"), prop)
+        first = have[0][1].probes[prop]
+        L += _property_header(prop, first)
         footnote = False
         for name, e in have:
-            res = e["probes"][prop]
-            rnd = next((r["probes"].get(prop) for r in encs.values()
-                        if r.get("random") and r.get("base") == name), None)
-            if rnd is None:
-                rnd = encs.get(f"{name}_random", {}).get("probes", {}).get(prop)
-            table, na = _layer_table(res, rnd)
+            copy = summary.random_copy(name)
+            table, na = _layer_table(e.probes[prop], copy.probes.get(prop) if copy else None)
             footnote |= na
             L += [f"#### {name} / {prop}", ""] + table + [""]
-            notes = []
-            if res.get("probe_setting") and res.get("probe_setting") != first.get("probe_setting"):
-                notes.append(f"probe setting `{res['probe_setting']}`")
-            if "oracle" in res:
-                o = res["oracle"]
-                notes.append("oracle (all layers) "
-                             + _acc(o["accuracy"], o.get("accuracy_ci95"), o.get("accuracy_seed_sd")))
-            ms = res.get("minimal_subset")
-            if ms:
-                notes.append(f"minimal subset {ms['size']} neuron{'s' * (ms['size'] != 1)} "
-                             f"({100 * ms['fraction']:.1f}%) at "
-                             f"{_acc(ms['accuracy'], ms.get('accuracy_ci95'))}")
-            if "oracle" in res or "ranking_stability" in res:
-                notes.append("ranking stability: " + _stability(res.get("ranking_stability")))
-            notes.append("convergence: " + _convergence(res.get("convergence")))
-            L += ["- " + n for n in notes] + [""]
+            L += _probe_notes(e.probes[prop], first.get("probe_setting"))
         if footnote:
             L += ["n/a: the control task of the speaker task is a relabelling of the speakers "
                   "themselves, so control accuracy and selectivity are not applicable.", ""]
     return L
 
 
+# ----------------------------------------------------------------------------- verification
 def _eer_lines(eer) -> list:
     return [f"- {name}: " + ", ".join(f"{l} {100 * v:.1f}" for l, v in zip(e["layers"], e["eer"]))
             for name, e in sorted(eer.items())]
@@ -490,24 +482,21 @@ def _best_eer(e):
     return min(pairs) if pairs else None
 
 
-def _eer_section(summary) -> list:
-    rec = _recorded(summary)
-    reer = (rec or {}).get("eer") or {}
+def eer_section(summary: StudySummary) -> list:
+    """EER per layer; with the recorded corpus, the best layer on each corpus side by side."""
+    rec = summary.recorded.studied() if summary.recorded else None
+    eer, reer = summary.eer, (rec.eer if rec else {})
     if not reer:
-        if not summary.get("eer"):
-            return []
-        return ["## Speaker verification (EER %, per layer)", ""] + _eer_lines(summary["eer"]) \
-            + [""]
-    eer = summary.get("eer") or {}
+        return (["## Speaker verification (EER %, per layer)", ""] + _eer_lines(eer) + [""]
+                if eer else [])
     L = ["## Speaker verification (EER %, per layer)", "",
          "Equal error rate of cosine scoring on test speakers, lower is better: the best layer "
          "per encoder on each corpus (layer in brackets), then every layer.", "",
          f"| encoder | {CORPORA[0]}: best layer EER % | {CORPORA[1]}: best layer EER % | "
          "recorded - espeak (points) |", "| --- | ---: | ---: | ---: |"]
     lower = []
-    names = plots.paired_order({n: {**rec["encoders"], **summary["encoders"]}.get(n, {})
-                                for n in {**eer, **reer}})
-    for n in names:
+    encs = {**rec.encoders, **summary.encoders}
+    for n in paired_order({n: encs[n] for n in {**eer, **reer} if n in encs}):
         a = _best_eer(eer[n]) if n in eer else None
         b = _best_eer(reer[n]) if n in reer else None
         cell = lambda x: f"{100 * x[0]:.1f} ({x[1]})" if x else "-"
@@ -523,6 +512,7 @@ def _eer_section(summary) -> list:
     return L + [""]
 
 
+# ----------------------------------------------------------------------------- bias
 def _clustering(bias) -> str:
     by = {b.get("clustered_by") for b in bias.values()}
     if by == {"speaker"}:
@@ -532,8 +522,40 @@ def _clustering(bias) -> str:
     return "resampling test speakers where the store names them"
 
 
-def _bias_section(summary) -> list:
-    bias = summary.get("bias") or {}
+def _group_counts(b, g) -> tuple:
+    """(utterances, speakers) of group ``g`` of one bias result (``all``: their sums)."""
+    counts = b.get("counts") or {}
+    c = counts.get(g, {})
+    n_utt = c.get("utterances", b.get("utterances") if g == "all" else None)
+    spk = c.get("speakers")
+    if g == "all" and counts:
+        n_utt = sum(x.get("utterances", 0) for x in counts.values())
+        if all(x.get("speakers") is not None for x in counts.values()):
+            spk = sum(x["speakers"] for x in counts.values())
+    return ("-" if n_utt is None else n_utt), ("-" if spk is None else spk)
+
+
+def _bias_rows(name, b) -> list:
+    def cell(key, g):
+        v = (b.get(key) or {}).get(g)
+        return _acc(v, (b.get(f"{key}_ci95") or {}).get(g)) if v is not None else "-"
+    groups = [k for k in b["accuracy"] if k not in ("all", "gap")]
+    L = []
+    for g in groups + ["all"]:
+        n_utt, spk = _group_counts(b, g)
+        L.append(f"| {name} | {b['task']} | {g} | {n_utt} | {spk} | {cell('accuracy', g)} | "
+                 f"{cell('masked', g)} | {cell('random_masked', g)} | {cell('masked_drop', g)} |")
+    drop_gap = (b.get("masked_drop") or {}).get("gap")
+    L.append(f"| {name} | {b['task']} | gap | | | "
+             f"{_acc(b['accuracy'].get('gap'), b.get('gap_ci95'))} | "
+             f"{_f(b.get('masked', {}).get('gap'))} | "
+             f"{_f(b.get('random_masked', {}).get('gap'))} | "
+             f"{_acc(drop_gap, b.get('masked_drop_gap_ci95'))} |")
+    return L
+
+
+def bias_section(summary: CorpusSummary) -> list:
+    bias = summary.bias
     if not bias:
         return []
     L = ["## Bias", "",
@@ -546,87 +568,14 @@ def _bias_section(summary) -> list:
          "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     notes = []
     for name, b in sorted(bias.items()):
-        counts = b.get("counts") or {}
-        groups = [k for k in b["accuracy"] if k not in ("all", "gap")]
-
-        def cell(key, g, b=b):
-            v = (b.get(key) or {}).get(g)
-            return _acc(v, (b.get(f"{key}_ci95") or {}).get(g)) if v is not None else "-"
-        for g in groups + ["all"]:
-            c = counts.get(g, {})
-            n_utt = c.get("utterances", b.get("utterances") if g == "all" else None)
-            if g == "all" and counts:
-                n_utt = sum(x.get("utterances", 0) for x in counts.values())
-            spk = c.get("speakers")
-            if g == "all" and counts and all(x.get("speakers") is not None
-                                             for x in counts.values()):
-                spk = sum(x["speakers"] for x in counts.values())
-            L.append(f"| {name} | {b['task']} | {g} | {n_utt if n_utt is not None else '-'} | "
-                     f"{spk if spk is not None else '-'} | {cell('accuracy', g)} | "
-                     f"{cell('masked', g)} | {cell('random_masked', g)} | "
-                     f"{cell('masked_drop', g)} |")
-        drop_gap = (b.get("masked_drop") or {}).get("gap")
-        L.append(f"| {name} | {b['task']} | gap | | | "
-                 f"{_acc(b['accuracy'].get('gap'), b.get('gap_ci95'))} | "
-                 f"{_f(b.get('masked', {}).get('gap'))} | "
-                 f"{_f(b.get('random_masked', {}).get('gap'))} | "
-                 f"{_acc(drop_gap, b.get('masked_drop_gap_ci95'))} |")
+        L += _bias_rows(name, b)
         frac = b.get("salient_fraction")
         notes.append(f"{name}: {b['masked_neurons']} {b['protected']}-salient neurons masked"
                      + (f" ({100 * frac:.1f}% of all neurons)" if frac else "") + ".")
     return L + [""] + notes + [""]
 
 
-def html_page(md_text: str, figure_dir: str) -> str:
-    """A self-contained HTML page: the Markdown shown with figures inlined as base64."""
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>speechinterp study</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;"
-           "font-size:13px;vertical-align:top}img{max-width:100%}</style></head><body>"]
-    in_table = False
-    for line in md_text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-: "):
-                continue
-            if not in_table:
-                out.append("<table>")
-                in_table = True
-            out.append("<tr>" + "".join(f"<td>{_inline(c, figure_dir)}</td>" for c in cells)
-                       + "</tr>")
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            n = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{n}>{html.escape(line[n:].strip())}</h{n}>")
-        elif line.startswith("!["):
-            out.append(_inline(line, figure_dir))
-        elif line.startswith("- "):
-            out.append(f"<li>{_inline(line[2:], figure_dir)}</li>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line, figure_dir)}</p>")
-    if in_table:
-        out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-def _inline(text: str, figure_dir: str) -> str:
-    import re
-    m = re.fullmatch(r"!\[[^\]]*\]\(figures/([^)]+)\)", text.strip())
-    if m:
-        path = os.path.join(figure_dir, m.group(1))
-        if os.path.exists(path):
-            data = base64.b64encode(open(path, "rb").read()).decode()
-            return f"<img src='data:image/png;base64,{data}' alt='{html.escape(m.group(1))}'>"
-    t = html.escape(text)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-    t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
-
-
+# ----------------------------------------------------------------------------- methods
 METHODS_NOTE = (
     "Neurons ranked five ways, each method's top / random / bottom ablation and minimal subset "
     "trained in the same call: `weight_mass` (NeuroX, the oracle probe's weights), "
@@ -640,27 +589,40 @@ METHODS_NOTE = (
     "given the split, so their seed stability is 1 by construction.")
 
 
-def _methods_section(summary) -> list:
+def _agreement_rows(n, p, r) -> list:
+    ag = r["ranking_agreement"]
+    L = [f"| {n} | {p} | {pr['a']} ~ {pr['b']} | {pr['top1_overlap']:.2f} | "
+         f"{pr['top5_overlap']:.2f} | {pr['spearman']:.2f} |" for pr in ag["pairs"]]
+    ch = ag["chance"]
+    L.append(f"| {n} | {p} | chance | {ch['top1_overlap']:.3f} | {ch['top5_overlap']:.3f} | 0 |")
+    st = r.get("ranking_stability")
+    if st:
+        L.append(f"| {n} | {p} | weight_mass seed ~ seed | {st['top1_overlap']:.2f} | "
+                 f"{st['top5_overlap']:.2f} | {st['spearman']:.2f} |")
+    return L
+
+
+def _smallest_subset_row(n, p, r, methods) -> str:
+    subs = {m: (r if m == methods[0] else r["by_ranking"][m])["minimal_subset"]
+            for m in methods if m == methods[0] or m in r.get("by_ranking", {})}
+    cells = [f"{s['size']} ({_acc(s['accuracy'], s.get('accuracy_ci95'))})"
+             for s in subs.values()]
+    best = min(s["size"] for s in subs.values())
+    smallest = ", ".join(m for m, s in subs.items() if s["size"] == best)
+    return f"| {n} | {p} | " + " | ".join(cells) + f" | {smallest} |"
+
+
+def methods_section(summary: CorpusSummary) -> list:
     """Agreement between ranking methods and which finds the smallest minimal subset."""
-    rows = [(n, p, r) for n, e in summary["encoders"].items()
-            for p, r in e.get("probes", {}).items() if r.get("ranking_agreement")]
+    rows = [(n, p, r) for n, e in summary.encoders.items()
+            for p, r in e.probes.items() if r.get("ranking_agreement")]
     if not rows:
         return []
     L = ["## Methods: how far neuron rankings agree", "", METHODS_NOTE, "",
          "| encoder | property | pair | top-1% overlap | top-5% overlap | Spearman |",
          "| --- | --- | --- | --- | --- | --- |"]
     for n, p, r in rows:
-        ag = r["ranking_agreement"]
-        for pr in ag["pairs"]:
-            L.append(f"| {n} | {p} | {pr['a']} ~ {pr['b']} | {pr['top1_overlap']:.2f} | "
-                     f"{pr['top5_overlap']:.2f} | {pr['spearman']:.2f} |")
-        ch = ag["chance"]
-        L.append(f"| {n} | {p} | chance | {ch['top1_overlap']:.3f} | {ch['top5_overlap']:.3f} "
-                 f"| 0 |")
-        st = r.get("ranking_stability")
-        if st:
-            L.append(f"| {n} | {p} | weight_mass seed ~ seed | {st['top1_overlap']:.2f} | "
-                     f"{st['top5_overlap']:.2f} | {st['spearman']:.2f} |")
+        L += _agreement_rows(n, p, r)
     methods = rows[0][2]["ranking_agreement"]["methods"]
     L += ["", "### Which ranking finds the smallest minimal subset", "",
           "The smallest top-n prefix of each ranking whose retrained probe reaches the oracle's "
@@ -669,17 +631,11 @@ def _methods_section(summary) -> list:
           "first.", "",
           "| encoder | property | " + " | ".join(methods) + " | smallest |",
           "| --- | --- | " + " | ".join("---" for _ in methods) + " | --- |"]
-    for n, p, r in rows:
-        subs = {m: (r if m == methods[0] else r["by_ranking"][m])["minimal_subset"]
-                for m in methods if m == methods[0] or m in r.get("by_ranking", {})}
-        cells = [f"{s['size']} ({_acc(s['accuracy'], s.get('accuracy_ci95'))})"
-                 for s in subs.values()]
-        best = min(subs.values(), key=lambda s: s["size"])["size"]
-        smallest = ", ".join(m for m, s in subs.items() if s["size"] == best)
-        L.append(f"| {n} | {p} | " + " | ".join(cells) + f" | {smallest} |")
+    L += [_smallest_subset_row(n, p, r, methods) for n, p, r in rows]
     return L + [""]
 
 
+# ----------------------------------------------------------------------------- amnesic
 AMNESIC_NOTE = (
     "Amnesic probing (Elazar et al. 2021): the property is erased at one layer inside the "
     "encoder with LEACE (Belrose et al. 2023, fitted on the stored train vectors of that "
@@ -696,34 +652,40 @@ def _variant(v) -> str:
     return _acc(v["accuracy"], v.get("accuracy_ci95"))
 
 
-def _amnesic_section(summary) -> list:
-    am = summary.get("amnesic") or {}
-    if not any(am.values()):
+def _erased_below_random(row) -> str:
+    e_hi = (row["erased"].get("accuracy_ci95") or [None, None])[1]
+    r_lo = (row["random"].get("accuracy_ci95") or [None, None])[0]
+    if e_hi is None or r_lo is None:
+        return "n/a"
+    return "yes" if e_hi < r_lo else "no"
+
+
+def _amnesic_block(enc, prop, r) -> list:
+    ch = r["eraser_check"]
+    worked = ("the erased layer's probe falls to the majority baseline"
+              if ch.get("after_covers_majority") else
+              "the erased layer's probe stays above the majority baseline: the erasure is "
+              "incomplete")
+    L = [f"### {enc}: {prop} erased at {r['layer']} (rank {r['rank']}, "
+         f"{r.get('num_utterances', '?')} utterances)", "",
+         f"Check at {r['layer']}: {prop} accuracy "
+         f"{_acc(ch['accuracy_before'], ch.get('accuracy_before_ci95'))} before, "
+         f"{_acc(ch['accuracy_after'], ch.get('accuracy_after_ci95'))} after, "
+         f"majority {_f(ch['majority_accuracy'])}: {worked}.", "",
+         "| task | layer | original | erased | random | erased below random |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    for task, t in r["tasks"].items():
+        L += [f"| {task} | {row['name']} | {_variant(row['original'])} | "
+              f"{_variant(row['erased'])} | {_variant(row['random'])} | "
+              f"{_erased_below_random(row)} |" for row in t["layers"]]
+    return L + [""]
+
+
+def amnesic_section(summary: StudySummary) -> list:
+    if not any(summary.amnesic.values()):
         return []
     L = ["## What later layers use: amnesic probing", "", AMNESIC_NOTE, ""]
-    for enc, by_prop in am.items():
+    for enc, by_prop in summary.amnesic.items():
         for prop, r in by_prop.items():
-            ch = r["eraser_check"]
-            worked = ("the erased layer's probe falls to the majority baseline"
-                      if ch.get("after_covers_majority") else
-                      "the erased layer's probe stays above the majority baseline: the "
-                      "erasure is incomplete")
-            L += [f"### {enc}: {prop} erased at {r['layer']} (rank {r['rank']}, "
-                  f"{r.get('num_utterances', '?')} utterances)", "",
-                  f"Check at {r['layer']}: {prop} accuracy "
-                  f"{_acc(ch['accuracy_before'], ch.get('accuracy_before_ci95'))} before, "
-                  f"{_acc(ch['accuracy_after'], ch.get('accuracy_after_ci95'))} after, "
-                  f"majority {_f(ch['majority_accuracy'])}: {worked}.", "",
-                  "| task | layer | original | erased | random | erased below random |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-            for task, t in r["tasks"].items():
-                for row in t["layers"]:
-                    e_hi = (row["erased"].get("accuracy_ci95") or [None, None])[1]
-                    r_lo = (row["random"].get("accuracy_ci95") or [None, None])[0]
-                    below = ("yes" if e_hi is not None and r_lo is not None and e_hi < r_lo
-                             else "no" if e_hi is not None and r_lo is not None else "n/a")
-                    L.append(f"| {task} | {row['name']} | {_variant(row['original'])} | "
-                             f"{_variant(row['erased'])} | {_variant(row['random'])} | "
-                             f"{below} |")
-            L.append("")
+            L += _amnesic_block(enc, prop, r)
     return L

@@ -1,17 +1,7 @@
 """Markdown tables of probing results."""
 from __future__ import annotations
 
-
-def fmt_acc(acc, ci=None, sd=None) -> str:
-    """``0.812 [0.771, 0.850]`` (``± sd`` of the seeds when given); ``n/a`` for None."""
-    if acc is None:
-        return "n/a"
-    out = f"{acc:.3f}"
-    if ci and ci[0] is not None and ci[1] is not None:
-        out += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    if sd:
-        out += f" ±{sd:.3f}"
-    return out
+from speechinterp.analysis.numbers import accuracy_text as fmt_acc
 
 
 def results_markdown(results: dict) -> str:
@@ -29,7 +19,7 @@ def results_markdown(results: dict) -> str:
                        f"{iv['resampled']} ({iv['resamples']} resamples).")
         out.append("")
     no_control = any(l.get("control_accuracy", 0) is None for l in results["layers"])
-    out += ["| layer | dim | accuracy [95% CI] ±seed sd | macro-F1 | control | selectivity |",
+    out += ["| layer | dim | accuracy [95% CI] ± seed sd | macro-F1 | control | selectivity |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for l in results["layers"]:
         sel = "n/a" if l.get("selectivity") is None else f"{l['selectivity']:+.3f}"

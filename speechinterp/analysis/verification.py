@@ -47,3 +47,28 @@ def layer_eers(layers: list[np.ndarray], speakers: np.ndarray, test: np.ndarray,
         center = np.asarray(X[train], np.float64).mean(0) if train is not None else None
         out.append(equal_error_rate(cosine_scores(np.asarray(X)[idx], i, j, center), tgt))
     return out
+
+
+def evaluation_split(store) -> np.ndarray:
+    """The store's split column; without one (or without test rows), a speaker-disjoint
+    70 / 15 / 15% split of its speakers, unstratified (each speaker its own stratum would leave
+    test empty)."""
+    from speechinterp.corpus import splits
+    split = np.array(store.column("split")) if store.has_column("split") else None
+    if split is None or not np.any(split == "test"):
+        spk = np.array(store.column("speaker"))
+        split = np.array(splits.SPLITS)[splits.speaker_split(spk, None, splits.PROBE_FRACTIONS,
+                                                             0)]
+    return split
+
+
+def store_eers(store, max_trials: int = 20000, seed: int = 0) -> dict | None:
+    """``{"layers", "eer"}``: the EER of every layer of a store on its test speakers (None
+    when the store names no speakers)."""
+    if not store.has_column("speaker"):
+        return None
+    split = evaluation_split(store)
+    layers = [np.asarray(store.layer(k), np.float32) for k in range(store.num_layers)]
+    return {"layers": store.layer_names,
+            "eer": layer_eers(layers, np.array(store.column("speaker")), split == "test",
+                              split == "train", max_trials, seed)}

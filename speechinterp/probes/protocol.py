@@ -317,6 +317,10 @@ def run_probing(store: Store, task: str, cfg: ProbeConfig = DEFAULT, *, seed: in
     ``memory_budget_gb`` streams the store from its files when holding it would exceed the
     budget. ``devices``: the devices to train on (default: all). ``layerwise_only`` stops
     after the layer-wise probes. ``band_cost``: see :func:`~.elastic_net.interval_bands`.
+
+    Longer than our other functions on purpose: it is the protocol's one sequence of named
+    stages (each a function of this module), read top to bottom, with both engine calls
+    planned before the data loads so that they compile in the background.
     """
     say = progress or (lambda s: None)
     clock = Clock()
