@@ -1,7 +1,12 @@
 """Markdown tables of probing results."""
 from __future__ import annotations
 
-from speechinterp.analysis.numbers import accuracy_text as fmt_acc
+from speechinterp.analysis.numbers import accuracy_text
+
+
+def fmt_acc(acc, ci=None, sd=None) -> str:
+    """:func:`accuracy_text`; a seed sd of 0 (one seed) is not shown."""
+    return accuracy_text(acc, ci, sd or None)
 
 
 def results_markdown(results: dict) -> str:
