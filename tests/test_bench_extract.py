@@ -1,5 +1,6 @@
-"""Smoke test of experiments/bench_extract.py on a tiny wav2vec2: both pipelines run and give the
-same pooled vectors (ours through experiments.extract, the peer through transformers)."""
+"""Smoke test of experiments/benchmarks/bench_extract.py on a tiny wav2vec2: both pipelines run
+and give the same pooled vectors (ours through experiments.extract, the peer through
+transformers)."""
 import csv
 import os
 import re
@@ -16,8 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.bench_extract", *args], cwd=ROOT,
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "experiments.benchmarks.bench_extract", *args],
+                          cwd=ROOT, capture_output=True, text=True)
 
 
 def speechlike(seconds, sr, seed):

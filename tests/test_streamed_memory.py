@@ -33,7 +33,8 @@ synthetic.planted_store(out, num_utterances=n, num_speakers=64, dims=%r, signal_
 _RUN = r"""
 import dataclasses, json, sys
 
-from experiments.benchmarking import peak_rss_mb as peak_mb
+sys.path.insert(0, %r)
+from measure import peak_rss_mb as peak_mb
 
 from speechinterp.probes import elastic_net
 from speechinterp.probes.protocol import run_probing
@@ -49,7 +50,7 @@ results, details = run_probing(open_store(path, check_values=False), "prop", cfg
 print(json.dumps({"peak_mb": peak_mb(), "imports_mb": base, "streamed": details["streamed"],
                   "peak_before_stage_mb": stages, "timings_s": details["timings_s"],
                   "oracle": results["oracle"]["accuracy"]}))
-"""
+""" % (os.path.dirname(os.path.abspath(__file__)),)
 
 
 def _env():

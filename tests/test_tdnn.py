@@ -13,7 +13,7 @@ torch (2.13.0+cpu). The tested path never calls it: CNN.py uses it only in ``Gab
 mel initialisation, vocal_features.py only for resampling / lfilter of vocal features, and the
 backend check only reads attributes. So the modules are imported with a bare stand-in module
 in ``sys.modules["torchaudio"]`` whose every attribute access raises ``AttributeError``
-(``experiments.bench_cases.tdnn.speechbrain_modules``), removed again right after the import:
+(``speechbrain_modules`` of tests/references.py), removed again right after the import:
 any use on the tested path would raise.
 
 ``StatisticsPooling`` (x-vector) adds random noise in [1e-5, 9e-5] to the mean on every call,
@@ -48,7 +48,7 @@ if __import__("importlib").util.find_spec("speechbrain") is None:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from experiments.bench_cases.tdnn import build_reference, speechbrain_modules, torch_layers  # noqa: E402,E501
+from references import build_reference, speechbrain_modules, torch_layers  # noqa: E402
 from speechinterp import checkpoint, encoders  # noqa: E402
 from speechinterp.convert import detect_format  # noqa: E402
 from speechinterp.convert import speechbrain_tdnn as sbc  # noqa: E402

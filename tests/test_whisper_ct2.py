@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 
 from speechinterp.convert import ctranslate2_whisper as ct2w
-from experiments.references import whisper_tiny_ct2_dir
 from speechinterp.convert.keys import CheckpointMismatchError
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ge2e_speech import espeak_wave  # noqa: E402
+from references import whisper_tiny_ct2_dir  # noqa: E402
 
 
 def _required(name):
     """A required reference (installed by .ci/install): missing, the tests fail, never skip."""
-    from experiments.references import required
+    from references import required
     return required(name, os.path.basename(__file__))
 
 

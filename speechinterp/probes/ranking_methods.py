@@ -384,9 +384,10 @@ def gaussian_ordering(X, y, w, num_classes: int, k: int = 100, *, w_eval=None,
     follow by their single-neuron gain (the first step's scores), so the ordering is complete.
     Cost per step: O(Ne C D) for the scores (Ne evaluation rows), O((N + C + k) D) for the
     update; memory: one float32 copy of the evaluation rows of ``X``. On 2 CPU cores a step
-    takes 0.24 s CPU at Ne = 1,920, C = 7, D = 9,984 (experiments/bench_ranking_methods.py),
-    about 1 ns per (row, class, neuron): at Ne = 20,000, C = 1,251, D = 25,000 a step is
-    minutes, so score on a subsample of rows (``w_eval``) or an accelerator there.
+    takes 0.24 s CPU at Ne = 1,920, C = 7, D = 9,984
+    (experiments/benchmarks/bench_ranking_methods.py), about 1 ns per (row, class, neuron): at
+    Ne = 20,000, C = 1,251, D = 25,000 a step is minutes, so score on a subsample of rows
+    (``w_eval``) or an accelerator there.
     """
     selected, _, single = gaussian_greedy(X, y, w, num_classes, k, w_eval=w_eval,
                                           criterion=criterion, ridge=ridge)

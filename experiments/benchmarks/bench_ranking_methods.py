@@ -1,6 +1,7 @@
 """Seconds per data-only neuron ranking over every neuron of a synthetic store.
 
-    python -m experiments.bench_ranking_methods [--layers=13 --dim=768 --rows=2400 --classes=7]
+    python -m experiments.benchmarks.bench_ranking_methods [--layers=13 --dim=768 --rows=2400
+        --classes=7]
 
 The store: ``layers x dim`` standardised Gaussian neurons side by side, ``rows`` rows of which
 the first 80% are train rows, ``classes`` classes carried by 24 planted neurons. Times

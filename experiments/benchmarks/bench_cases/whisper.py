@@ -13,10 +13,10 @@ path) on the PyTorch side, the jnp log-mel inside the jitted forward on ours.
   speed-up a user gets from the option, not a like-for-like comparison.
 """
 import numpy as np
+from references import whisper_tiny_ct2_dir
 
-from experiments.bench_cases.wav2vec2 import _release_freed_memory
-from experiments.benchmarking import bench_waveforms, built_on_first_call, flax_extractor
-from experiments.references import whisper_tiny_ct2_dir
+from experiments.benchmarks.bench_cases.wav2vec2 import _release_freed_memory
+from experiments.benchmarks.benchmarking import bench_waveforms, built_on_first_call, flax_extractor
 
 
 def build(utterances, seconds, pad_to_30s=True):

@@ -1,6 +1,6 @@
 """Per-neuron probes: Adam (protocol.fit_neurons) vs safeguarded Newton (probes.univariate).
 
-    python -m experiments.bench_univariate [--rows 2400 --neurons 4992 --classes 7]
+    python -m experiments.benchmarks.bench_univariate [--rows=2400 --neurons=4992 --classes=7]
 
 On a synthetic standardised store (rows x neurons, a planted class signal of varying strength
 in every neuron, 60/20/20 train/dev/test rows), times fit + predict of all univariate probes
@@ -8,13 +8,13 @@ both ways, first call (compile included) and a second call (compiled), and print
 each solver's objective (weighted-mean CE + l2 ||W||^2 on the train rows) and how closely the
 per-neuron dev accuracies agree.
 """
-import argparse
 import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 from speechinterp.probes import elastic_net as EN
 from speechinterp.probes import univariate as U
@@ -24,6 +24,13 @@ try:
     from speechinterp.probes import protocol
 except Exception:                                    # the protocol module is being reworked
     protocol = None
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("rows", 2400, "Rows of the synthetic store.")
+flags.DEFINE_integer("neurons", 4992, "Neurons (columns) of the synthetic store.")
+flags.DEFINE_integer("classes", 7, "Classes of the planted property.")
+flags.DEFINE_float("l2", 1e-5, "l2 of the Newton probes; l1 = l2 of the Adam probes too.")
+flags.DEFINE_bool("newton_only", False, "Skip the Adam reference.")
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_train", "cfg"))
@@ -72,16 +79,10 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=2400)
-    ap.add_argument("--neurons", type=int, default=4992)
-    ap.add_argument("--classes", type=int, default=7)
-    ap.add_argument("--l2", type=float, default=1e-5, help="l1 = l2 of the Adam probes too")
-    ap.add_argument("--newton_only", action="store_true", help="skip the Adam reference")
-    args = ap.parse_args()
-    X, y, w, dev = synthetic(args.rows, args.neurons, args.classes)
-    C, lam = args.classes, np.float32(args.l2)
+def main(argv):
+    del argv
+    X, y, w, dev = synthetic(FLAGS.rows, FLAGS.neurons, FLAGS.classes)
+    C, lam = FLAGS.classes, np.float32(FLAGS.l2)
     ntr = int(w.sum())
     Xj = jax.numpy.asarray(X)
 
@@ -90,24 +91,24 @@ def main():
         return P, adam_predict_neurons(P["W"], P["b"], Xj)
 
     def new():
-        P = U.fit_neurons(X, y, w, num_classes=C, l2=args.l2)
+        P = U.fit_neurons(X, y, w, num_classes=C, l2=FLAGS.l2)
         return P, U.predict_neurons(P, X)
 
     src = "protocol" if getattr(protocol, "fit_neurons", None) else "dbd4765 copy"
     print(f"Adam reference: {src}.fit_neurons (DEFAULT: 40 epochs, batch 256, cosine lr 1e-2)")
-    print(f"store {args.rows} x {args.neurons}, C={C}, train {ntr}, dev {int(dev.sum())}, "
-          f"l2 {args.l2:g}, {jax.device_count()} {jax.default_backend()} device(s)")
+    print(f"store {FLAGS.rows} x {FLAGS.neurons}, C={C}, train {ntr}, dev {int(dev.sum())}, "
+          f"l2 {FLAGS.l2:g}, {jax.device_count()} {jax.default_backend()} device(s)")
     res = {}
-    for name, fn in (("adam", old), ("newton", new))[1 if args.newton_only else 0:]:
+    for name, fn in (("adam", old), ("newton", new))[1 if FLAGS.newton_only else 0:]:
         _, t_cold, c_cold = timed(fn)
         (P, pred), t_warm, c_warm = timed(fn)
         acc = np.mean(np.asarray(pred)[:, dev] == y[dev], -1)
-        obj = U.objective(P, X, y, w, l2=args.l2)
+        obj = U.objective(P, X, y, w, l2=FLAGS.l2)
         res[name] = (t_cold, t_warm, c_warm, acc, obj)
         print(f"{name:7s} fit+predict: first call {t_cold:6.2f} s (CPU {c_cold:6.2f} s), "
               f"second {t_warm:6.2f} s (CPU {c_warm:6.2f} s); mean objective {obj.mean():.6f}; "
               f"mean dev accuracy {acc.mean():.4f}")
-    if args.newton_only:
+    if FLAGS.newton_only:
         return
     (c0, w0, u0, a0, o0), (c1, w1, u1, a1, o1) = res["adam"], res["newton"]
     print(f"speed-up adam/newton: first call {c0 / c1:.1f}x, second call {w0 / w1:.1f}x "
@@ -121,4 +122,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

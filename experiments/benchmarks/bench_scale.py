@@ -1,8 +1,8 @@
 """The whole protocol at the paper's scale: 25 layers x 1,024 neurons, 1,251 classes.
 
-    python -m experiments.bench_scale [--utterances=3753,5004,6255 --epochs=1
-                                       --probe_config=neurox [--per_neuron]
-                                       --memory_budget_gb=2 --out=scale.json]
+    python -m experiments.benchmarks.bench_scale [--utterances=3753,5004,6255 --epochs=1
+                                                  --probe_config=neurox [--per_neuron]
+                                                  --memory_budget_gb=2 --out=scale.json]
 
 VoxCeleb1 speaker identification as the paper probes it (1,251 speakers, each its own class;
 wav2vec2-large-like 25 x 1,024 representations), on a synthetic store of that shape (unit noise
@@ -153,7 +153,7 @@ def child_build(path: str, n: int) -> None:
 
 def child_run(path: str) -> None:
     import jax
-    from experiments.benchmarking import peak_rss_mb
+    from experiments.benchmarks.benchmarking import peak_rss_mb
     from speechinterp.probes.protocol import run_probing
     from speechinterp.store import open_store
     t0 = time.perf_counter()
@@ -179,7 +179,7 @@ def child_run(path: str) -> None:
 
 
 def run_child(args: list, env: dict) -> str:
-    p = subprocess.run([sys.executable, "-m", "experiments.bench_scale", *args],
+    p = subprocess.run([sys.executable, "-m", "experiments.benchmarks.bench_scale", *args],
                        capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{p.stderr[-4000:]}")
@@ -200,7 +200,7 @@ def main(argv):
             return child_build(path, int(n))
         return child_run(rest)
 
-    from experiments.benchmarking import thread_env
+    from experiments.benchmarks.benchmarking import thread_env
     threads = FLAGS.threads or os.cpu_count() or 1
     env = dict(thread_env(threads), PYTHONPATH=os.getcwd())
     sizes = sorted(int(u) for u in FLAGS.utterances)

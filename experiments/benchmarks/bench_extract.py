@@ -1,7 +1,7 @@
 """Whole-pipeline extraction throughput: ``experiments.extract`` against a transformers pipeline.
 
-    python -m experiments.bench_extract [--corpus=DIR] [--num_utterances=200] [--batch_size=16]
-        [--threads=2] [--rounds=1] [--tiny] [--encoder=DIR] [--workdir=DIR]
+    python -m experiments.benchmarks.bench_extract [--corpus=DIR] [--num_utterances=200]
+        [--batch_size=16] [--threads=2] [--rounds=1] [--tiny] [--encoder=DIR] [--workdir=DIR]
 
 Both pipelines go from audio files to per-layer utterance vectors on disk: decode, resample,
 front end (waveform normalisation), encoder, per-layer mean over frames, write.
@@ -50,7 +50,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from experiments.benchmarking import peak_rss_mb, pin_cpus, thread_env
+from experiments.benchmarks.benchmarking import peak_rss_mb, pin_cpus, thread_env
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("corpus", None, "Built-in corpus directory (utterances.csv + wav/); default: "
@@ -82,7 +82,7 @@ PASSES = ("cold", "warm")
 # compilation cache (a fresh folder: the cold pass compiles and fills it).
 _OURS_CHILD = r"""
 import json, sys, time
-from experiments.benchmarking import peak_rss_mb, pin_cpus
+from experiments.benchmarks.benchmarking import peak_rss_mb, pin_cpus
 threads, argv, outs, cache = json.loads(sys.argv[1])
 pin_cpus(threads)
 import jax
@@ -246,7 +246,7 @@ def run_ours(work: str, enc_dir: str) -> dict:
 
 
 def run_torch(work: str) -> dict:
-    return _result([sys.executable, "-m", "experiments.bench_extract", "--child=torch",
+    return _result([sys.executable, "-m", "experiments.benchmarks.bench_extract", "--child=torch",
                     f"--workdir={work}", f"--threads={FLAGS.threads}"], "PyTorch")
 
 
@@ -307,7 +307,7 @@ def main(argv):
         audio_s = audio_seconds(rows)
         enc_dir = FLAGS.encoder or os.path.join(work, "encoder")
         if not FLAGS.encoder:   # in a child, so that this process stays small
-            _child([sys.executable, "-m", "experiments.bench_extract", "--child=models",
+            _child([sys.executable, "-m", "experiments.benchmarks.bench_extract", "--child=models",
                     f"--workdir={work}", f"--seed={FLAGS.seed}"] +
                    (["--tiny"] if FLAGS.tiny else []), "making the models")
         model = (FLAGS.encoder if FLAGS.encoder else

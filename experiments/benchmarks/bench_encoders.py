@@ -1,10 +1,12 @@
 """Encoder throughput and peak memory: jitted Flax against the PyTorch reference.
 
-    python -m experiments.bench_encoders [--cases=a,b] [--threads=2] [--utterances=8] [--seconds=10]
+    python -m experiments.benchmarks.bench_encoders [--cases=a,b] [--threads=2] [--utterances=8]
+        [--seconds=10]
 
-Each case lives in ``experiments/bench_cases/<family>.py`` as ``CASES = {name: build}``, where
-``build(utterances, seconds) -> {"flax": fn, "torch": fn}`` returns two zero-argument callables
-that each extract all layers of ``utterances`` utterances of ``seconds`` s (same weights).
+Each case lives in ``experiments/benchmarks/bench_cases/<family>.py`` as
+``CASES = {name: build}``, where ``build(utterances, seconds) -> {"flax": fn, "torch": fn}``
+returns two zero-argument callables that each extract all layers of ``utterances`` utterances
+of ``seconds`` s (same weights).
 Every (case, implementation) runs in its own child process with the same thread count, so peak
 RSS is comparable; the figure printed is utterances/s and the Flax/PyTorch ratios.
 """
@@ -17,7 +19,7 @@ import time
 
 from absl import app, flags
 
-from experiments.benchmarking import peak_rss_mb, thread_env
+from experiments.benchmarks.benchmarking import peak_rss_mb, thread_env
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", None, "Cases to run (default: all).")
@@ -29,10 +31,10 @@ flags.DEFINE_string("child", None, "Internal: CASE:IMPL to run in this process."
 
 
 def all_cases() -> dict:
-    import experiments.bench_cases as pkg
+    import experiments.benchmarks.bench_cases as pkg
     cases = {}
     for mod in pkgutil.iter_modules(pkg.__path__):
-        cases.update(importlib.import_module(f"experiments.bench_cases.{mod.name}").CASES)
+        cases.update(importlib.import_module(f"{pkg.__name__}.{mod.name}").CASES)
     return cases
 
 
@@ -64,9 +66,10 @@ def main(argv):
         res = {}
         for impl in ("flax", "torch"):
             out = subprocess.run(
-                [sys.executable, "-m", "experiments.bench_encoders", f"--child={name}:{impl}",
-                 f"--threads={FLAGS.threads}", f"--utterances={FLAGS.utterances}",
-                 f"--seconds={FLAGS.seconds}", f"--repeats={FLAGS.repeats}"],
+                [sys.executable, "-m", "experiments.benchmarks.bench_encoders",
+                 f"--child={name}:{impl}", f"--threads={FLAGS.threads}",
+                 f"--utterances={FLAGS.utterances}", f"--seconds={FLAGS.seconds}",
+                 f"--repeats={FLAGS.repeats}"],
                 capture_output=True, text=True, env=thread_env(FLAGS.threads))
             line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
             if not line:

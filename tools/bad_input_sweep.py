@@ -1,6 +1,6 @@
-"""Dev tool: feed bad input to the CLIs and classify what each does (issue 16).
+"""Dev tool: feed bad input to the CLIs and classify what each does.
 
-    python -m experiments.bad_input_sweep [--only=SUBSTRING] [--timeout=120] [--keep]
+    python -m tools.bad_input_sweep [--only=SUBSTRING] [--timeout=90] [--keep] [--json=FILE]
 
 Makes tiny artefacts in a temp folder (a random tiny CNN encoder, a few wavs, manifests, a
 planted store, a tiny Hugging Face wav2vec2 directory), runs each case as a subprocess, and
@@ -19,7 +19,6 @@ an error is marked ``left``. Not a test: it prints the counts and a table.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -31,6 +30,13 @@ import tempfile
 import time
 
 import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("only", "", "Run only the cases whose name contains this.")
+flags.DEFINE_float("timeout", 90, "Seconds a case may run (a case may set its own).")
+flags.DEFINE_bool("keep", False, "Keep the temp folder of artefacts.")
+flags.DEFINE_string("json", None, "Also write the results here.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -394,24 +400,19 @@ def run_case(case: Case, a, timeout) -> dict:
                 first=first, left=left, stderr_lines=len(lines))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="")
-    ap.add_argument("--timeout", type=float, default=90)
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--json", default=None, help="also write the results here")
-    opts = ap.parse_args()
+def main(argv):
+    del argv
     d = tempfile.mkdtemp(prefix="bad_input_sweep_")
     try:
         a = make_artefacts(d)
-        todo = [c for c in cases(a) if opts.only in c.name]
+        todo = [c for c in cases(a) if FLAGS.only in c.name]
         results = []
         for c in todo:
-            res = run_case(c, a, opts.timeout)
+            res = run_case(c, a, FLAGS.timeout)
             results.append(res)
             print(f"{res['outcome']:10s} {res['seconds']:6.1f}s  {c.name}", flush=True)
     finally:
-        if not opts.keep:
+        if not FLAGS.keep:
             shutil.rmtree(d, ignore_errors=True)
     kinds = ["clear", "unclear", "traceback", "silent", "hang", "setup-failed"]
     counts = {k: sum(r["outcome"] == k for r in results) for k in kinds}
@@ -421,10 +422,10 @@ def main():
         last = r["first"].replace("|", "\\|")
         print(f"| {r['name']} | {r['outcome']}{' (left output)' if r['left'] else ''} | "
               f"{r['rc']} | {r.get('stderr_lines', '')} | {last} |")
-    if opts.json:
-        with open(opts.json, "w") as f:
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
             json.dump({"counts": counts, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from experiments.benchmarking import bench_waveforms, flax_extractor
+from experiments.benchmarks.benchmarking import bench_waveforms, flax_extractor
 
 
 def build_ge2e(utterances, seconds):

@@ -1,6 +1,8 @@
 """Shared helpers of the benchmark scripts."""
 import os
 
+from measure import peak_rss_mb  # noqa: F401 (tests/measure.py; shared with the memory test)
+
 
 def thread_env(threads: int) -> dict:
     """Environment that pins numpy/torch/XLA to ``threads`` CPU threads in a child process."""
@@ -21,23 +23,6 @@ def pin_cpus(threads: int) -> None:
         cpus = sorted(os.sched_getaffinity(0))
         if threads < len(cpus):
             os.sched_setaffinity(0, cpus[:threads])
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB.
-
-    Linux: ``VmHWM`` of /proc/self/status, which starts afresh at ``exec`` (``ru_maxrss`` does
-    not: a child started by a big parent would report at least the parent's size at fork).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
 def bench_waveforms(utterances: int, seconds: float, sample_rate: int = 16000):

@@ -1,6 +1,7 @@
 """The whole probing protocol, three ways: speechinterp, NeuroX, scikit-learn.
 
-    python -m experiments.bench_probes [--utterances=5000 --layers=13 --dim=768 --classes=10]
+    python -m experiments.benchmarks.bench_probes [--utterances=5000 --layers=13 --dim=768
+        --classes=10]
 
 On one synthetic planted store (a 10-class property in 24 neurons of one layer, speaker
 offsets everywhere), times layer-wise probes + control tasks, the oracle, the NeuroX ranking,
@@ -240,7 +241,7 @@ def main(argv):
                                       "layer_acc": layer_acc,
                                       "oracle_acc": oracle_acc, "stages": STAGES}))
         return
-    from experiments.benchmarking import thread_env
+    from experiments.benchmarks.benchmarking import thread_env
     path = FLAGS.store or os.path.join(tempfile.mkdtemp(), "store")
     if not os.path.exists(os.path.join(path, "meta.json")):
         build_store(path)
@@ -260,7 +261,7 @@ def main(argv):
         # each setting's cold row starts from an empty cache, which its cached row then reads
         cache = (os.path.join(cache_root, m.removesuffix("-cached"))
                  if m.startswith("speechinterp") else None)
-        out = subprocess.run([sys.executable, "-m", "experiments.bench_probes",
+        out = subprocess.run([sys.executable, "-m", "experiments.benchmarks.bench_probes",
                               f"--child={m}:{path}", f"--threads={FLAGS.threads}",
                               f"--sklearn_max_iter={FLAGS.sklearn_max_iter}",
                               f"--subsets={FLAGS.subsets}"]
@@ -279,7 +280,7 @@ def main(argv):
             print("    stages (s, compilation overlapped): " + ", ".join(
                 f"{k} {v:.1f}" for k, v in r["stages"].items()), flush=True)
     if FLAGS.ranking_methods:
-        out = subprocess.run([sys.executable, "-m", "experiments.bench_probes",
+        out = subprocess.run([sys.executable, "-m", "experiments.benchmarks.bench_probes",
                               f"--child=rankings:{path}"], capture_output=True, text=True,
                              env=thread_env(FLAGS.threads))
         line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
