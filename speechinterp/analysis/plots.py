@@ -182,15 +182,25 @@ def study_layerwise_figure(summary, prop):
     return fig
 
 
-def minimal_subset_heatmap(summary):
-    """Share of each layer's neurons in the minimal subset, per encoder (rows: properties)."""
-    encs = {n: e.probes for n, e in summary.real().items()
-            if any("minimal_subset" in r for r in e.probes.values())}
+def _panels_with(summary, key: str, width: float, height: float):
+    """One panel per real encoder whose probe results have ``key``: (figure, [(axes, name,
+    {property: results}, properties sorted)]), or None when none has."""
+    encs = {n: {p: r for p, r in e.probes.items() if key in r}
+            for n, e in summary.real().items()}
+    encs = {n: probes for n, probes in encs.items() if probes}
     if not encs:
         return None
-    fig, axes = _grid(len(encs), 4.2, 3.0)
-    for ax, (name, e) in zip(axes, encs.items()):
-        props = sorted(p for p, r in e.items() if "minimal_subset" in r)
+    fig, axes = _grid(len(encs), width, height)
+    return fig, [(ax, n, e, sorted(e)) for ax, (n, e) in zip(axes, encs.items())]
+
+
+def minimal_subset_heatmap(summary):
+    """Share of each layer's neurons in the minimal subset, per encoder (rows: properties)."""
+    panels = _panels_with(summary, "minimal_subset", 4.2, 3.0)
+    if panels is None:
+        return None
+    fig, panels = panels
+    for ax, name, e, props in panels:
         layers = e[props[0]]["layers"]
         M = np.array([[100 * e[p]["minimal_subset"]["per_layer"].get(l["name"], 0)
                        / l["dim"] for l in layers] for p in props])
@@ -209,13 +219,11 @@ def minimal_subset_heatmap(summary):
 def study_ablation_figure(summary, pct="20", mode="retrain"):
     """Accuracy keeping the top / random / bottom ``pct``% neurons, per encoder and property,
     with 95% intervals as error bars."""
-    encs = {n: e.probes for n, e in summary.real().items()
-            if any("ablation" in r for r in e.probes.values())}
-    if not encs:
+    panels = _panels_with(summary, "ablation", 4.0, 3.0)
+    if panels is None:
         return None
-    fig, axes = _grid(len(encs), 4.0, 3.0)
-    for ax, (name, e) in zip(axes, encs.items()):
-        props = sorted(p for p, r in e.items() if "ablation" in r)
+    fig, panels = panels
+    for ax, name, e, props in panels:
         x = np.arange(len(props))
         for i, how in enumerate(("top", "random", "bottom")):
             vals = [e[p]["ablation"][mode][how].get(pct, np.nan) for p in props]
@@ -231,7 +239,7 @@ def study_ablation_figure(summary, pct="20", mode="retrain"):
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("test accuracy")
         ax.set_title(name, fontsize=10)
-    axes[0].legend(fontsize=7)
+    panels[0][0].legend(fontsize=7)
     fig.suptitle(f"Ablation ({mode}): keep {pct}% of neurons\n(error bars: 95% CI)", fontsize=10)
     fig.tight_layout()
     return fig
