@@ -11,14 +11,14 @@
   to ``--log_file`` (or ``$SPEECHINTERP_LOG_FILE``), else nowhere; warnings stay on the
   console; ``--verbose`` shows everything.
 
-``speechinterp COMMAND --flags...`` (``pyproject.toml`` ``[project.scripts]``) runs the script
-of this installation whatever ``experiments`` package the current folder or ``PYTHONPATH``
-holds.
+``speechinterp COMMAND --flags...`` (``pyproject.toml`` ``[project.scripts]``) runs the command
+script installed beside this library (``experiments/<script>.py``), from any folder: a console
+command does not put the current folder on ``sys.path``. Another ``experiments`` package ahead
+of ours on ``sys.path`` (on ``PYTHONPATH``) is refused with one line naming both folders.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import linecache
 import os
 import shutil
@@ -236,22 +236,22 @@ COMMANDS = {
 }
 
 
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "experiments")
+
+
 def _experiments_module(name: str):
-    """``experiments.<name>`` of this installation (the folder beside ``speechinterp/``), even
-    when another ``experiments`` package comes first on ``sys.path``."""
-    pkg_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "experiments")
-    init = os.path.join(pkg_dir, "__init__.py")
-    pkg = sys.modules.get("experiments")
-    if pkg is None or os.path.abspath(getattr(pkg, "__file__", "") or "") != init:
-        for key in [k for k in sys.modules if k == "experiments" or
-                    k.startswith("experiments.")]:
-            del sys.modules[key]
-        spec = importlib.util.spec_from_file_location("experiments", init,
-                                                      submodule_search_locations=[pkg_dir])
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules["experiments"] = pkg
-        spec.loader.exec_module(pkg)
+    """``experiments.<name>``, the command script installed beside ``speechinterp/``.
+
+    A plain import. Where it finds another ``experiments`` package first (a project's own on
+    ``PYTHONPATH``), that package's script would run in place of ours: :class:`UserError`,
+    naming both folders."""
+    pkg = importlib.import_module("experiments")
+    found = list(getattr(pkg, "__path__", []))
+    if [os.path.realpath(p) for p in found] != [os.path.realpath(EXPERIMENTS_DIR)]:
+        where = ", ".join(found) or getattr(pkg, "__file__", None) or "?"
+        raise UserError(f"the 'experiments' package on sys.path is {where}, not this "
+                        f"installation's {EXPERIMENTS_DIR}: take the other one off PYTHONPATH")
     return importlib.import_module(f"experiments.{name}")
 
 
@@ -273,7 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command {argv[1]!r}; commands: {', '.join(COMMANDS)}",
               file=sys.stderr)
         sys.exit(2)
-    mod = _experiments_module(COMMANDS[cmd][0])
+    try:
+        mod = _experiments_module(COMMANDS[cmd][0])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     prog = f"speechinterp {cmd}"
     sys.argv = [prog, *argv[2:]]
     main_mod = sys.modules.get("__main__")

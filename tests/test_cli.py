@@ -1,7 +1,8 @@
 """The command-line layer (speechinterp/cli.py) as a user meets it: bad input through the scripts
 gives one line naming the culprit, a non-zero exit, no traceback and no finished-looking output;
 library log lines stay off the console; the ``speechinterp`` command runs this installation's
-scripts from a folder holding its own ``experiments`` package."""
+scripts from a folder holding its own ``experiments`` package, and refuses in one line another
+``experiments`` package ahead of ours on ``PYTHONPATH``."""
 import importlib.util
 import json
 import os
@@ -253,13 +254,20 @@ def test_build_corpus_refuses_an_out_holding_something_else(tmp_path, tiny_store
 
 
 # ----------------------------------------------------------------------------- entry point
-def test_entry_point_runs_ours_beside_a_users_experiments_package(tmp_path, tiny_store):
-    """``speechinterp probe`` from a project with its own experiments/ (also on PYTHONPATH)."""
+def _their_experiments(tmp_path):
+    """A project folder with its own ``experiments`` package (its probe prints THEIR PROBE)."""
     theirs = tmp_path / "experiments"
     theirs.mkdir()
     (theirs / "__init__.py").write_text("")
     (theirs / "probe.py").write_text("print('THEIR PROBE')\n")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    return theirs
+
+
+def test_entry_point_runs_ours_from_a_folder_with_its_own_experiments_package(tmp_path,
+                                                                               tiny_store):
+    """``speechinterp probe`` from a project with its own experiments/: ours runs."""
+    _their_experiments(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, "-m", "experiments.probe"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert "THEIR PROBE" in r.stdout          # what `python -m` runs in such a folder
@@ -273,3 +281,17 @@ def test_entry_point_runs_ours_beside_a_users_experiments_package(tmp_path, tiny
     assert r.returncode == 2 and "unknown command 'prob'" in r.stderr and "probe" in r.stderr
     r = subprocess.run([ENTRY, "convert", "--help"], capture_output=True, text=True)
     assert "--source: Checkpoint file" in r.stdout      # the command's own flags
+
+
+def test_entry_point_refuses_another_experiments_package_first_on_the_path(tmp_path,
+                                                                            tiny_store):
+    """Another ``experiments`` ahead of ours on ``sys.path`` (PYTHONPATH): one line naming both
+    folders and a non-zero exit; neither their script nor ours runs."""
+    theirs = _their_experiments(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = tmp_path / "o"
+    r = subprocess.run([ENTRY, "probe", f"--store={tiny_store}", "--task=prop", f"--out={out}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    one_line_error(r, str(theirs), cli.EXPERIMENTS_DIR, "PYTHONPATH")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "THEIR PROBE" not in r.stdout and not out.exists()
