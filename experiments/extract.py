@@ -48,16 +48,6 @@ flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation
                     "compilation.")
 
 
-def read_manifest(path):
-    """Manifest rows, all checked before any work (speechinterp.extract.read_manifest)."""
-    from speechinterp.extract import ExtractError
-    from speechinterp.extract import read_manifest as read
-    try:
-        return read(path)
-    except ExtractError as e:
-        raise app.UsageError(str(e)) from None
-
-
 def main(argv):
     del argv
     import jax
@@ -73,11 +63,14 @@ def main(argv):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     lead = jax.process_index() == 0
     from speechinterp import audio, encoders, store
+    from speechinterp.corpus.manifest import read_manifest
     from speechinterp.extract import (ExtractError, SkipLog, file_sha256, layer_dims,
                                       length_batches, load_masks, non_finite_rows,
                                       pooled_vectors)
 
-    rows = read_manifest(FLAGS.manifest)
+    # checked before any work; the store keeps the manifest's own paths and ids
+    rows = read_manifest(FLAGS.manifest, required=("utt_id", "path"), resolve_paths=False,
+                         make_ids=False, fallback_fmt="csv")
     enc = encoders.load(FLAGS.encoder)
     root = os.path.dirname(os.path.abspath(FLAGS.manifest))
     name = os.path.basename(os.path.normpath(FLAGS.encoder))

@@ -65,36 +65,8 @@ def layer_dims(encoder) -> list[int]:
 
 # ----------------------------------------------------------------------------- input checks
 class ExtractError(ValueError):
-    """Input of an extraction is unusable (manifest, masks); the message names the culprit."""
-
-
-def read_manifest(path: str) -> list[dict]:
-    """The rows of an extraction manifest (CSV, or TSV / JSONL by extension), checked before any
-    work: a field count that disagrees with the header, missing columns, an empty utt_id or
-    path, repeated utt_ids and unknown split values are an :class:`ExtractError` naming the
-    file, the line(s) and the value."""
-    import os
-    from speechinterp.corpus import manifest
-    try:
-        try:
-            fmt = manifest.table_format(path)
-        except manifest.ManifestError:
-            fmt = "csv"
-        if not os.path.isfile(path):
-            raise manifest.ManifestError(f"{path}: manifest not found")
-        cols, rows = manifest.read_table(path, fmt)
-        if not rows:
-            raise manifest.ManifestError(f"{path}: empty manifest")
-        missing = sorted({"utt_id", "path"} - set(cols))
-        if missing:
-            raise manifest.ManifestError(f"{path}: manifest lacks column(s) {missing}; "
-                                         f"it has {cols}")
-        manifest.check_rows(rows, path)
-    except manifest.ManifestError as e:
-        raise ExtractError(str(e)) from None
-    for r in rows:
-        del r["__line__"]
-    return rows
+    """Input of an extraction is unusable (masks); the message names the culprit. (The manifest
+    is read and checked by :func:`speechinterp.corpus.manifest.read_manifest`.)"""
 
 
 def file_sha256(path: str) -> str:

@@ -1,10 +1,10 @@
 """Training an encoder from scratch for a property (the study's "task-oriented" network).
 
-Pure pieces used by ``experiments/train_encoder.py``: splits, batching with several random crops
-per utterance and cheap augmentation (gain, additive noise), the optimizer (AdamW with a warmup +
-cosine schedule, optax), a jitted train step on the encoder's ``classify`` logits (softmax
-cross-entropy, as Shon et al.'s ``tf.nn.sparse_softmax_cross_entropy_with_logits``), a jitted
-evaluation, and early stopping on dev accuracy.
+Pure pieces of the loop in :mod:`speechinterp.train_encoder`: splits, batching with several
+random crops per utterance and cheap augmentation (gain, additive noise), the optimizer (AdamW
+with a warmup + cosine schedule, optax), a jitted train step on the encoder's ``classify``
+logits (softmax cross-entropy, as Shon et al.'s ``tf.nn.sparse_softmax_cross_entropy_with_logits``),
+a jitted evaluation, and early stopping on dev accuracy.
 """
 from __future__ import annotations
 

@@ -352,6 +352,42 @@ def test_manifest_errors_name_the_file(wav_dir):
         manifest.parse_columns("path:wav")
 
 
+def test_read_manifest_options_of_extraction_and_training(tmp_path):
+    """The options its callers need: label filtering and required columns (train_encoder), the
+    paths and ids as written (extract), a CSV fallback for other extensions, and every row
+    without a needed value in one message."""
+    p = tmp_path / "m.list"
+    p.write_text("utt_id,path,accent,split\na,w/a.wav,x,train\nb,/abs/b.wav,,dev\n"
+                 "c,./w/../w/c.wav, y ,test\n")
+    with pytest.raises(ManifestError, match="cannot tell the manifest format"):
+        manifest.read_manifest(str(p))
+    rows = manifest.read_manifest(str(p), label="accent", fallback_fmt="csv")
+    assert [r["utt_id"] for r in rows] == ["a", "c"] and rows[1]["accent"] == "y"
+    assert rows[0]["path"] == str(tmp_path / "w" / "a.wav")
+    assert rows[1]["path"] == str(tmp_path / "w" / "c.wav")        # normalised
+    kept = manifest.read_manifest(str(p), resolve_paths=False, make_ids=False, fallback_fmt="csv")
+    assert [r["path"] for r in kept] == ["w/a.wav", "/abs/b.wav", "./w/../w/c.wav"]
+    assert list(kept[0]) == ["utt_id", "path", "accent", "split"]
+    with pytest.raises(ManifestError, match=r"m.list: manifest lacks column\(s\) \['gender'\]; "
+                                            r"it has \['utt_id', 'path', 'accent', 'split'\]$"):
+        manifest.read_manifest(str(p), label="gender", fallback_fmt="csv")
+    # an empty utt_id: made from the path by default, an error where ids are not made
+    q = tmp_path / "m.csv"
+    q.write_text("utt_id,path\n,w/a.wav\nb,\n,\n")
+    with pytest.raises(ManifestError, match=r"m.csv: 2 row\(s\) without a needed value: "
+                                            r"line 3: empty path; line 4: empty path$"):
+        manifest.read_manifest(str(q))
+    with pytest.raises(ManifestError, match=r"m.csv: 3 row\(s\) without a needed value: "
+                                            r"line 2: empty utt_id; line 3: empty path; "
+                                            r"line 4: empty utt_id and path$"):
+        manifest.read_manifest(str(q), make_ids=False)
+    q.write_text("utt_id,path\n,w/a.wav\n")
+    assert manifest.read_manifest(str(q))[0]["utt_id"] == "w/a"
+    q.write_text("utt_id,spk\n,s1\n")
+    with pytest.raises(ManifestError, match="line 2: no utt_id and no path to make one from"):
+        manifest.read_manifest(str(q), required=())
+
+
 def test_missing_files_skipped_and_own_split_kept(wav_dir):
     p = wav_dir / "m.csv"
     rows = [{"utt_id": f"u{i}", "path": f"audio/u{i}.wav", "speaker": f"p{i // 3}",

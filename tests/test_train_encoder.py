@@ -1,9 +1,11 @@
-"""Training the CNN from scratch through experiments.train_encoder (absl main, real wav files).
+"""Training the CNN from scratch: speechinterp.train_encoder.train_and_evaluate called directly, and
+through experiments.train_encoder (absl main, real wav files).
 
 Audio: short wav files written with soundfile; the two classes differ in their spectrum (a
 low harmonic tone vs a high band of noise), each file with random pitch, amplitude and length.
 """
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -83,6 +85,44 @@ def test_assign_splits_speaker_disjoint():
     strat = training.assign_splits(labels, None, seed=1)
     for split in ("dev", "test"):
         assert {y for y, s in zip(labels, strat) if s == split} == {"a", "b"}
+
+
+def test_train_and_evaluate_called_directly(tmp_path):
+    """The library function on a tiny manifest: its summary, what it reports and writes, and a
+    second call that resumes after the first one's last epoch."""
+    from speechinterp.train_encoder import TrainConfig, labelled_rows, train_and_evaluate
+
+    man = make_manifest(tmp_path, n_per_split=(8, 4, 4))
+    out = str(tmp_path / "enc")
+    config = TrainConfig(manifest=str(man), property="timbre", preset="tiny", epochs=1,
+                         batch_size=8, crop_seconds=0.4, normalize="preset")
+    lines = []
+    summary = train_and_evaluate(config, out, report=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("epoch 1: train loss ")
+    meta = json.loads(open(os.path.join(out, "config.json")).read())
+    hist = json.loads(open(os.path.join(out, "train_history.json")).read())
+    assert summary.classes == ("high", "low") == tuple(meta["classes"])
+    assert (summary.epochs_run, summary.best_epoch, summary.stopped_early) == (1, 1, False)
+    assert summary.test_n == 4 == meta["test_n"]
+    assert summary.test_accuracy == meta["test_accuracy"]
+    assert summary.dev_accuracy == meta["dev_accuracy"] == hist[0]["dev_accuracy"]
+    assert meta["recipe"] == config.recipe() and meta["property"] == "timbre"
+    assert len(summary.skipped) == 1 and "bad.wav" in summary.skipped[0]
+    assert list(summary.skipped) == meta["skipped"]
+    with open(os.path.join(out, "test_predictions.csv"), newline="") as f:
+        preds = list(csv.DictReader(f))
+    assert [r["utt_id"] for r in preds] == ["u012", "u013", "u014", "u015"]
+    assert all(r["path"] == str(tmp_path / "wav" / f"{r['utt_id']}.wav") for r in preds)
+    # rows read by the caller (the script checks the manifest before its --out) are the same
+    rows = labelled_rows(config)
+    again = train_and_evaluate(dataclasses.replace(config, epochs=2), out, rows=rows,
+                               report=lines.append)
+    assert lines[1] == f"resumed at epoch 1: dev loss {hist[0]['dev_loss']:.6f}"
+    assert lines[2].startswith("epoch 2: ") and again.epochs_run == 2
+    assert [h["epoch"] for h in json.loads(open(os.path.join(out, "train_history.json")).read())
+            ] == [1, 2]
+    # a speaker property is never warped
+    assert dataclasses.replace(config, property="speaker").recipe()["augment_warp"] == 0.0
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
-"""Manifests: read a CSV / TSV / JSONL table with a column mapping, write the manifest CSV that
-``experiments.extract`` reads, and split speaker-disjointly into train / dev / test.
+"""Manifests, their one owner: read a CSV / TSV / JSONL table with a column mapping (every reader
+of a manifest, the importers, extraction and encoder training, goes through
+:func:`read_manifest`), write the manifest CSV that ``experiments.extract`` reads, and split
+speaker-disjointly into train / dev / test.
 
 A manifest row is a dict of strings with at least ``utt_id`` and ``path`` (absolute, or relative
 to the manifest's folder) and any property columns: ``split``, ``speaker``, ``gender``,
@@ -43,8 +45,9 @@ class Imported:
 
 
 # ----------------------------------------------------------------------------- reading
-def table_format(path: str, fmt: str | None = None) -> str:
-    """``csv``, ``tsv`` or ``jsonl``: ``fmt`` if given, else from the file name's extension."""
+def table_format(path: str, fmt: str | None = None, fallback: str | None = None) -> str:
+    """``csv``, ``tsv`` or ``jsonl``: ``fmt`` if given, else from the file name's extension,
+    else ``fallback`` (None: an extension that names no format is a :class:`ManifestError`)."""
     if fmt:
         if fmt not in FORMATS:
             raise ManifestError(f"{path}: unknown manifest format {fmt!r}; known: {FORMATS}")
@@ -53,6 +56,8 @@ def table_format(path: str, fmt: str | None = None) -> str:
     known = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
              ".json": "jsonl"}
     if ext not in known:
+        if fallback:
+            return table_format(path, fallback)
         raise ManifestError(f"{path}: cannot tell the manifest format from {ext!r}; "
                             f"name it .csv, .tsv or .jsonl or give the format ({FORMATS})")
     return known[ext]
@@ -137,17 +142,39 @@ def parse_columns(spec: str | Sequence[str] | None) -> dict[str, str]:
 
 
 def read_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str | None = None,
-                  required: Iterable[str] = ("path",), check_split: bool = True) -> list[dict]:
-    """Rows of a CSV / TSV / JSONL manifest under our column names.
+                  required: Iterable[str] = ("path",), check_split: bool = True, *,
+                  label: str | None = None, resolve_paths: bool = True, make_ids: bool = True,
+                  fallback_fmt: str | None = None) -> list[dict]:
+    """Rows of a CSV / TSV / JSONL manifest under our column names, checked before any work.
 
-    ``columns`` maps our names to the file's (``{"path": "wav_file", "speaker": "spk"}``);
-    unmapped file columns keep their own names. ``path`` is made absolute (relative paths are
-    relative to the manifest's folder). A missing ``utt_id`` is made from the path. Raises
-    :class:`ManifestError` naming the file for a missing mapped or ``required`` column, an empty
-    path, a repeated utt_id (with its lines) or (``check_split``) a split value other than
-    train / dev / test (an all-empty split column is no split)."""
+    The one reader of manifests: the importers, ``experiments.extract`` (``resolve_paths=False,
+    make_ids=False``: the store keeps the manifest's own paths and ids) and
+    ``speechinterp.train_encoder`` (``label=PROPERTY``) all read through it.
+
+    Parameters
+    ----------
+    columns : our names -> the file's (``{"path": "wav_file", "speaker": "spk"}``); unmapped
+        file columns keep their own names.
+    fmt, fallback_fmt : the table format (:func:`table_format`); by default from the file name's
+        extension, and ``fallback_fmt`` for an extension that names none (None: an error).
+    required : columns the file must have (after the mapping).
+    check_split : every ``split`` is train / dev / test, or every one is empty (no split).
+    label : keep only the rows with a non-empty cell in this column (the labelled rows of a
+        property); the column is required. The checks cover every row of the file.
+    resolve_paths : make ``path`` absolute (a relative path is relative to the manifest's
+        folder, normalised); False keeps it as written.
+    make_ids : a missing or empty ``utt_id`` is made from the path (relative to the manifest's
+        folder, without its extension); False: an empty utt_id is an error.
+
+    Returns the rows in file order, every value a stripped string. Raises
+    :class:`ManifestError` naming the file for a missing mapped or ``required`` column, every row
+    with an empty path (or utt_id) with its line, a repeated utt_id (with its lines) or
+    (``check_split``) a split value other than train / dev / test."""
+    columns_given = columns is not None
     columns = dict(columns or {})
-    cols, raw = read_table(path, fmt)
+    required = list(required) + [c for c in (label, None if make_ids else "utt_id")
+                                 if c and c not in required]
+    cols, raw = read_table(path, table_format(path, fmt, fallback_fmt))
     if not raw:
         raise ManifestError(f"{path}: empty manifest (a header and no rows)")
     absent = {ours: theirs for ours, theirs in columns.items() if theirs not in cols}
@@ -159,41 +186,53 @@ def read_manifest(path: str, columns: Mapping[str, str] | None = None, fmt: str 
     have = {rename.get(c, c) for c in cols}
     missing = [c for c in required if c not in have]
     if missing:
-        hint = " (map them with columns={'path': 'your_column'}, or --columns=path=your_column)"
+        hint = (" (map them with columns={'path': 'your_column'}, or --columns=path=your_column)"
+                if columns_given else "")
         raise ManifestError(f"{path}: manifest lacks column(s) {missing}; it has {cols}{hint}")
+    rows = [_renamed(r, rename) for r in raw]
+    check_values(rows, path, make_ids)
     root = os.path.dirname(os.path.abspath(path))
-    rows = []
-    for r in raw:
-        line = r.pop("__line__")
-        row = {}
-        for c, v in r.items():
-            ours = rename.get(c, c)
-            if ours in row and c not in rename:   # a mapped column wins over a same-named one
-                continue
-            row[ours] = v
-        if "path" in row:
-            if not row["path"]:
-                raise ManifestError(f"{path}:{line}: empty path")
-            if not os.path.isabs(row["path"]):
-                row["path"] = os.path.normpath(os.path.join(root, row["path"]))
-        if not row.get("utt_id"):
-            if "path" not in row:
-                raise ManifestError(f"{path}:{line}: no utt_id and no path to make one from")
-            rel = os.path.relpath(row["path"], root)
-            rel = row["path"].lstrip(os.sep) if _outside(rel) else rel
+    for row in rows:
+        full = _absolute(row.get("path"), root)
+        if resolve_paths and full:
+            row["path"] = full
+        if make_ids and not row.get("utt_id"):
+            rel = os.path.relpath(full, root)
+            rel = full.lstrip(os.sep) if _outside(rel) else rel
             row["utt_id"] = os.path.splitext(rel)[0].replace(os.sep, "/")
-        row["__line__"] = line
-        rows.append(row)
     check_unique_ids(rows, path)
     if check_split:
         check_splits(rows, path)
     for row in rows:
         del row["__line__"]
-    return rows
+    return [r for r in rows if r[label]] if label else rows
+
+
+def _renamed(raw: dict, rename: Mapping[str, str]) -> dict:
+    """A table row under our column names (a mapped column wins over a same-named one), with
+    its ``__line__`` last."""
+    line = raw["__line__"]
+    row = {}
+    for c, v in raw.items():
+        if c == "__line__":
+            continue
+        ours = rename.get(c, c)
+        if ours in row and c not in rename:
+            continue
+        row[ours] = v
+    row["__line__"] = line
+    return row
 
 
 def _outside(rel: str) -> bool:
     return rel == os.pardir or rel.startswith(os.pardir + os.sep)
+
+
+def _absolute(path: str | None, root: str) -> str | None:
+    """``path`` made absolute: a relative one is relative to ``root``, normalised."""
+    if path is None or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(root, path))
 
 
 def check_unique_ids(rows: Sequence[dict], source: str) -> None:
@@ -222,20 +261,23 @@ def check_splits(rows: Sequence[dict], source: str) -> None:
         raise ManifestError(str(e)) from None
 
 
-def check_rows(rows: Sequence[dict], source: str) -> None:
-    """Validate manifest rows before any work: non-empty utt_id and path, unique utt_ids, split
-    values (see :func:`check_splits`); all problems in one :class:`ManifestError`."""
+def check_values(rows: Sequence[dict], source: str, make_ids: bool = True) -> None:
+    """Every row has a non-empty path (where the rows have a ``path`` column) and utt_id (or,
+    with ``make_ids``, a path to make one from); else one :class:`ManifestError` naming every
+    such row's line (rows may carry ``__line__``)."""
     problems = []
     for i, r in enumerate(rows):
         where = f"line {r.get('__line__', i + 2)}"
-        empty = [c for c in ("utt_id", "path") if not (r.get(c) or "").strip()]
+        if make_ids and not r.get("utt_id") and "path" not in r:
+            problems.append(f"{where}: no utt_id and no path to make one from")
+            continue
+        empty = [c for c in ("utt_id", "path")
+                 if c in r and not r[c] and not (c == "utt_id" and make_ids)]
         if empty:
             problems.append(f"{where}: empty {' and '.join(empty)}")
     if problems:
         raise ManifestError(f"{source}: {len(problems)} row(s) without a needed value: "
                             + "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
-    check_unique_ids(rows, source)
-    check_splits(rows, source)
 
 
 def drop_missing_files(rows: Sequence[dict], source: str = "manifest"
