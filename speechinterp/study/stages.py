@@ -90,17 +90,15 @@ def pretrained_encoders(ctx: Context) -> dict[str, EncoderRun]:
 
 
 def utterance_split_manifest(manifest: str, d: str) -> str:
-    """A copy of the manifest without its (speaker-disjoint) split column, so that a
-    speaker-identity network is trained and tested on every speaker."""
-    with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f))
-    root = os.path.dirname(os.path.abspath(manifest))
+    """A copy of the manifest without its (speaker-disjoint) split column, paths made absolute,
+    so that a speaker-identity network is trained and tested on every speaker."""
+    from speechinterp.corpus.manifest import read_manifest
+    rows = read_manifest(manifest, fallback_fmt="csv")
     path = os.path.join(d, "manifest_no_split.csv")
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, [c for c in rows[0] if c != "split"], extrasaction="ignore")
         w.writeheader()
-        for r in rows:
-            w.writerow({**r, "path": os.path.join(root, r["path"])})
+        w.writerows(rows)
     return path
 
 
