@@ -20,6 +20,7 @@ writes the store (the resume point is broadcast from it). Without the three addr
 ``jax.distributed.initialize()`` finds the cluster itself (TPU pods, SLURM, ...); on CPU the
 cross-process collectives use gloo.
 """
+import contextlib
 import os
 import time
 
@@ -48,48 +49,26 @@ flags.DEFINE_string("compilation_cache_dir", None, "JAX's persistent compilation
                     "compilation.")
 
 
-def main(argv):
-    del argv
-    import jax
-    if FLAGS.distributed:
-        # cross-process collectives for CPU devices (no effect on GPU / TPU ones); must be set
-        # before initialize(), i.e. before any backend starts
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                   num_processes=FLAGS.num_processes,
-                                   process_id=FLAGS.process_id)
-    if FLAGS.compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    lead = jax.process_index() == 0
-    from speechinterp import audio, encoders, store
-    from speechinterp.corpus.manifest import read_manifest
-    from speechinterp.extract import (ExtractError, SkipLog, file_sha256, layer_dims,
-                                      length_batches, load_masks, non_finite_rows,
-                                      pooled_vectors)
+def check_out(out: str, manifest: str, encoder: str) -> None:
+    """Refuse an --out that is another kind of artefact or one of this run's own inputs (a
+    store, resumed in place, or nothing is fine), and one that cannot be written."""
+    from speechinterp import artefacts, cli
+    mine = {os.path.realpath(os.path.dirname(os.path.abspath(manifest))): "the manifest's folder",
+            os.path.realpath(encoder): "the encoder folder"}
+    held = mine.get(os.path.realpath(out))
+    if held:
+        raise cli.UserError(f"--out={out} is {held} (an input of this extraction); choose "
+                            "another --out for the store")
+    cli.check_output(out, "out", ("store",), overwrite=False, what="a store")
+    artefacts.check_writable(out)
 
-    # checked before any work; the store keeps the manifest's own paths and ids
-    rows = read_manifest(FLAGS.manifest, required=("utt_id", "path"), resolve_paths=False,
-                         make_ids=False, fallback_fmt="csv")
-    enc = encoders.load(FLAGS.encoder)
-    root = os.path.dirname(os.path.abspath(FLAGS.manifest))
-    name = os.path.basename(os.path.normpath(FLAGS.encoder))
-    layers = list(zip(enc.layer_names, layer_dims(enc)))
-    try:
-        masks = (load_masks(FLAGS.masks, enc.layer_names, [d for _, d in layers])
-                 if FLAGS.masks else None)
-        writer = (store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
-                                    extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
-                                                "masks": FLAGS.masks},
-                                    inputs={"masks": file_sha256(FLAGS.masks)} if masks
-                                    else None) if lead else None)
-    except (ExtractError, store.StoreError) as e:
-        raise app.UsageError(str(e)) from None
-    start = writer.done_rows() if lead else 0
-    skip_log = SkipLog(os.path.join(FLAGS.out, "skipped.csv"), rows, start) if lead else None
-    if lead and 0 < start < len(rows):
-        print(f"resuming at row {start} of {len(rows)} (rows before it are committed)",
-              flush=True)
+
+def extract_rows(enc, rows, root, layers, masks, writer, skip_log, start, lead, name):
+    """Encode the manifest rows from ``start`` in committed chunks (skips named and logged)."""
+    import jax
+
+    from speechinterp import audio
+    from speechinterp.extract import length_batches, non_finite_rows, pooled_vectors
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         start = int(multihost_utils.broadcast_one_to_all(np.int64(start)))
@@ -133,12 +112,62 @@ def main(argv):
         bar.update(len(kept) + len(skipped))
         bar.set_postfix(utt_per_s=f"{done / (time.perf_counter() - t0):.1f}")
     bar.close()
-    if not lead:
-        return
-    s = writer.finalize()
+
+
+def main(argv):
+    del argv
+    import jax
+    if FLAGS.distributed:
+        # cross-process collectives for CPU devices (no effect on GPU / TPU ones); must be set
+        # before initialize(), i.e. before any backend starts
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
+    if FLAGS.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    lead = jax.process_index() == 0
+    from speechinterp import artefacts, encoders, store
+    from speechinterp.corpus.manifest import read_manifest
+    from speechinterp.extract import ExtractError, SkipLog, file_sha256, layer_dims, load_masks
+
+    # checked before any work; the store keeps the manifest's own paths and ids
+    rows = read_manifest(FLAGS.manifest, required=("utt_id", "path"), resolve_paths=False,
+                         make_ids=False, fallback_fmt="csv")
+    if lead:
+        check_out(FLAGS.out, FLAGS.manifest, FLAGS.encoder)
+    enc = encoders.load(FLAGS.encoder)
+    root = os.path.dirname(os.path.abspath(FLAGS.manifest))
+    name = os.path.basename(os.path.normpath(FLAGS.encoder))
+    layers = list(zip(enc.layer_names, layer_dims(enc)))
+    lock = artefacts.FolderLock(FLAGS.out) if lead else contextlib.nullcontext()
+    with lock:
+        try:
+            masks = (load_masks(FLAGS.masks, enc.layer_names, [d for _, d in layers])
+                     if FLAGS.masks else None)
+            writer = (store.StoreWriter(FLAGS.out, name, layers, rows, FLAGS.dtype,
+                                        extra_meta={"encoder_dir": os.path.abspath(FLAGS.encoder),
+                                                    "masks": FLAGS.masks},
+                                        inputs={"masks": file_sha256(FLAGS.masks)} if masks
+                                        else None) if lead else None)
+        except (ExtractError, store.StoreError) as e:
+            raise app.UsageError(str(e)) from None
+        start = writer.done_rows() if lead else 0
+        skip_log = SkipLog(os.path.join(FLAGS.out, "skipped.csv"), rows, start) if lead else None
+        if lead and 0 < start < len(rows):
+            print(f"resuming at row {start} of {len(rows)} (rows before it are committed)",
+                  flush=True)
+        extract_rows(enc, rows, root, layers, masks, writer, skip_log, start, lead, name)
+        if not lead:
+            return
+        s = writer.finalize()
     print(f"store {FLAGS.out}: {len(s)} utterances x {s.num_layers} layers "
           f"({len(rows) - len(s)} skipped); {jax.device_count()} devices over "
           f"{jax.process_count()} processes")
+    if len(s) == 0:
+        raise store.StoreError(f"store {FLAGS.out} has no utterances: every row of "
+                               f"{FLAGS.manifest} was skipped (see {FLAGS.out}/skipped.csv)")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ ablation.png. An --out that is a file or holds another artefact (a store, an enc
 corpus) is refused before any work unless --overwrite is given. The console shows each task's
 table and the class counts per split beside the majority baseline.
 """
-import json
 import os
 import sys
 
@@ -27,7 +26,7 @@ import numpy as np
 from absl import flags, logging
 from tqdm import tqdm
 
-from speechinterp import cli
+from speechinterp import artefacts, cli
 from speechinterp import store as store_lib
 from speechinterp.analysis import plots, tables
 from speechinterp.probes import elastic_net, protocol
@@ -90,26 +89,37 @@ def check_out(out: str, tasks, overwrite: bool) -> None:
             cli.remove(sub)
 
 
+def check_tasks(tasks) -> None:
+    """--task names at least one property, each once."""
+    names = [t for t in tasks or [] if t.strip()]
+    if not names or len(names) != len(tasks):
+        raise cli.UserError(f"--task={','.join(tasks or [])}: name one or more properties, "
+                            "comma-separated, with no empty entry")
+    repeated = sorted({t for t in names if names.count(t) > 1})
+    if repeated:
+        raise cli.UserError(f"--task: {', '.join(repeated)} given more than once")
+
+
 def write_task(out_dir, results, details):
+    """The task's files, each written atomically; results.json, which marks the folder as a
+    task's probe results, goes last."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(out_dir, "details.json"), "w") as f:
-        json.dump(details, f)
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
-        f.write(tables.results_markdown(results))
+    artefacts.write_json(os.path.join(out_dir, "details.json"), details)
+    artefacts.write_text(os.path.join(out_dir, "table.md"), tables.results_markdown(results))
     figs = {"layerwise.png": plots.layerwise_figure(results)}
     if "minimal_subset" in results:
         figs["minimal_subset.png"] = plots.subset_layers_figure(results)
         figs["ablation.png"] = plots.ablation_figure(results)
     for name, fig in figs.items():
-        fig.savefig(os.path.join(out_dir, name), dpi=120)
+        artefacts.save_figure(fig, os.path.join(out_dir, name), dpi=120)
         plots.plt.close(fig)
+    artefacts.write_json(os.path.join(out_dir, "results.json"), results, indent=1)
 
 
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments {argv[1:]}: pass flags as --name=value")
+    check_tasks(FLAGS.task)
     unknown = [m for m in FLAGS.ranking if m not in protocol.RANKINGS]
     if unknown or not FLAGS.ranking:
         raise cli.UserError(f"--ranking: unknown method(s) {unknown}; use one or more of "

@@ -22,6 +22,7 @@ import importlib
 import linecache
 import os
 import shutil
+import signal
 import sys
 import traceback
 from typing import Callable
@@ -123,8 +124,14 @@ def run(main: Callable, log_file: Callable[[], str | None] | None = None) -> Non
     """``app.run(main)`` with one-line expected errors and quiet library logs."""
     def wrapped(argv):
         setup_logging(log_file() if log_file else None)
+        signal.signal(signal.SIGTERM, _terminated)
         try:
             return main(argv)
+        except KeyboardInterrupt:
+            if FLAGS.verbose:
+                traceback.print_exc()
+            print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
+            sys.exit(130)
         except Exception as e:        # noqa: BLE001 (triage: expected -> one line, bug -> raise)
             if not is_expected(e):
                 raise
@@ -133,6 +140,15 @@ def run(main: Callable, log_file: Callable[[], str | None] | None = None) -> Non
             print(f"error: {message(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
     app.run(wrapped)
+
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+def _terminated(signum, frame):
+    """SIGTERM ends a command as Ctrl-C does: every artefact is written under a temporary name,
+    so an interrupted one never looks finished, and a rerun resumes."""
+    raise KeyboardInterrupt
 
 
 def study_log() -> str:
@@ -181,6 +197,8 @@ def artefact(path: str) -> str | None:
         return None
     if not os.path.isdir(path):
         return "file"
+    if os.path.isdir(os.path.join(path, ".partial")):
+        return "store"                                # an unfinished one: extract resumes it
     names = {n for n in os.listdir(path) if not n.startswith(".")}
     if not names:
         return None

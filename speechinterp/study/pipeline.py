@@ -105,18 +105,16 @@ def run(config, workdir: str, script: Callable[..., None],
 
 
 def write_outputs(workdir: str, summary: StudySummary) -> None:
-    """``report.md``, ``report.html``, ``results.json`` and ``figures/*.png`` in ``workdir``."""
+    """``figures/*.png``, ``report.md``, ``report.html`` and, last, ``results.json`` in
+    ``workdir``, each written atomically (``speechinterp.artefacts``)."""
+    from speechinterp import artefacts
     from speechinterp.analysis import plots, report
     fig_dir = os.path.join(workdir, "figures")
-    os.makedirs(fig_dir, exist_ok=True)
     figs = plots.study_figures(summary)
     for name, fig in figs.items():
-        fig.savefig(os.path.join(fig_dir, name), dpi=110)
+        artefacts.save_figure(fig, os.path.join(fig_dir, name), dpi=110)
         plots.plt.close(fig)
     md = report.markdown(summary, sorted(figs))
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(workdir, "report.html"), "w") as f:
-        f.write(report.html_page(md, fig_dir))
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(summary.to_json(), f, default=str)
+    artefacts.write_text(os.path.join(workdir, "report.md"), md)
+    artefacts.write_text(os.path.join(workdir, "report.html"), report.html_page(md, fig_dir))
+    artefacts.write_json(os.path.join(workdir, "results.json"), summary.to_json(), default=str)
