@@ -13,15 +13,12 @@ import soundfile as sf
 from speechinterp import artefacts, checkpoint, cli
 from speechinterp.encoders.cnn import CNNEncoder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_cli import ROOT, one_line_error, run  # noqa: E402  (the scripts as a user meets them)
 
 
-def run(module, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=cwd,
-                          capture_output=True, text=True)
-
-
-def one_line_error(r, *names):
+def fails_naming(r, *names):
+    """Non-zero exit, no traceback, every one of ``names`` on stderr (the skip lines of the
+    files before the error may come first)."""
     assert r.returncode != 0, r.stdout[-2000:]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     for n in names:
@@ -132,4 +129,4 @@ def test_extract_where_every_file_is_unusable_fails(corpus, tmp_path):
     (tmp_path / "m.csv").write_text("utt_id,path\nx,missing1.wav\ny,missing2.wav\n")
     r = run("extract", f"--encoder={enc}", f"--manifest={tmp_path / 'm.csv'}",
             f"--out={tmp_path / 'store'}")
-    one_line_error(r, "has no utterances", "skipped.csv")
+    fails_naming(r, "has no utterances", "skipped.csv")

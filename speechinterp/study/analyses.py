@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from speechinterp.study.records import CorpusSummary, EncoderRun
+from speechinterp.study.records import CorpusSummary, EncoderRun, random_copy_of
 from speechinterp.study.stages import Context, Corpus, Runs
 
 
@@ -66,7 +66,7 @@ def with_task_models(runs: Runs) -> dict[str, EncoderRun]:
     for name, run in runs.items():
         if run.kind != "task_cnn" or run.random:
             continue
-        rand = next((r for r in runs.values() if r.random and r.base == name), None)
+        rand = random_copy_of(runs, name)
         tm = task_model_accuracy(run.dir, run.trained_for, rand.dir if rand else None)
         out[name] = run.replace(task_model=tm)
         if rand:

@@ -75,6 +75,11 @@ def random_copy_name(name: str) -> str:
     return name + RANDOM_SUFFIX
 
 
+def random_copy_of(runs: Mapping[str, EncoderRun], name: str) -> EncoderRun | None:
+    """The random-weights copy of encoder ``name`` among ``runs``, if there is one."""
+    return next((e for e in runs.values() if e.random and e.base == name), None)
+
+
 @dataclass(frozen=True)
 class CorpusSummary:
     """Everything the study measured on one corpus: its encoders and the analyses of their
@@ -92,7 +97,7 @@ class CorpusSummary:
 
     def random_copy(self, name: str) -> EncoderRun | None:
         """The random-weights copy of encoder ``name``, if the study made one."""
-        return next((e for e in self.encoders.values() if e.random and e.base == name), None)
+        return random_copy_of(self.encoders, name)
 
     def task_cnns(self) -> dict[str, EncoderRun]:
         """The trained task CNNs (not their random copies)."""

@@ -151,6 +151,17 @@ def with_architectures(runs: Runs) -> dict[str, EncoderRun]:
 
 
 # ----------------------------------------------------------------------------- stores, probes
+def _json_files(stage) -> dict:
+    """``{NAME: contents}`` of a stage folder's ``NAME.json`` files, sorted by name."""
+    out = {}
+    for f in sorted(os.listdir(stage.dir)):
+        if f.endswith(".json"):
+            with open(stage.path(f)) as fh:
+                out[f[:-5]] = json.load(fh)
+    return out
+
+
+
 def extracted(ctx: Context, runs: Runs, corpus: Corpus, prefix: str = "") -> dict[str,
                                                                                  EncoderRun]:
     """Each encoder with its representation store of the corpus (``extract``);
@@ -229,12 +240,7 @@ def probed(ctx: Context, runs: Runs, properties=None, prefix: str = "",
                   "random": run.random, "seed": cfg.seed, "seeds": n_seeds}
         st = ctx.cache.run(f"probe_{prefix}{name}", inputs, lambda d, run=run, n=n_seeds:
                            _probe_store(ctx, run, properties, n, run.random or bool(prefix), d))
-        probes = {}
-        for f in sorted(os.listdir(st.dir)):
-            if f.endswith(".json"):
-                with open(st.path(f)) as fh:
-                    probes[f[:-5]] = json.load(fh)["results"]
-        out[name] = run.replace(probes=probes)
+        out[name] = run.replace(probes={p: r["results"] for p, r in _json_files(st).items()})
     return out
 
 
@@ -266,9 +272,5 @@ def amnesic_results(ctx: Context, runs: Runs, corpus: Corpus) -> dict[str, dict]
         st = ctx.cache.run(f"amnesic_{name}", {"store": run.store_key, **dict(a),
                                                "probe": cfg.probe.config, "seed": cfg.seed},
                            erase)
-        results[name] = {}
-        for f in sorted(os.listdir(st.dir)):
-            if f.endswith(".json"):
-                with open(st.path(f)) as fh:
-                    results[name][f[:-5]] = json.load(fh)
+        results[name] = _json_files(st)
     return results
